@@ -1,0 +1,196 @@
+"""confluent-kafka factories, idempotent topic creation, the dead-letter helper, and the one
+consume loop every consumer in the platform uses.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer as KafkaConsumer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from shared.config import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(RuntimeError):
+    """A message the broker did not acknowledge within the delivery timeout."""
+
+
+def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    # Idempotence + acks=all: a retried send never duplicates or reorders within a partition.
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "socket.timeout.ms": settings.request_timeout_ms,
+        "message.timeout.ms": settings.delivery_timeout_ms,
+    }
+    config.update(overrides)
+    return config
+
+
+def make_producer(settings: KafkaSettings, **overrides: Any) -> Producer:
+    return Producer(producer_config(settings, **overrides))
+
+
+def consumer_config(settings: KafkaSettings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    # Manual commits: offsets are committed only once the state holding the events is durable.
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+        "socket.timeout.ms": settings.request_timeout_ms,
+    }
+    config.update(overrides)
+    return config
+
+
+def make_consumer(settings: KafkaSettings, group_id: str, **overrides: Any) -> KafkaConsumer:
+    return KafkaConsumer(consumer_config(settings, group_id, **overrides))
+
+
+def ensure_topics(settings: KafkaSettings, timeout_s: float = 10.0) -> None:
+    """Create the platform's topics if they are missing; existing topics are left as they are."""
+    admin = AdminClient(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "socket.timeout.ms": settings.request_timeout_ms,
+        }
+    )
+    wanted = [
+        NewTopic(settings.interactions_topic, num_partitions=settings.interactions_partitions),
+        NewTopic(settings.dead_letter_topic, num_partitions=settings.interactions_partitions),
+        NewTopic(
+            settings.item_vectors_topic,
+            num_partitions=settings.item_vectors_partitions,
+            config={"cleanup.policy": "compact"},
+        ),
+    ]
+    futures = admin.create_topics(wanted, operation_timeout=timeout_s, request_timeout=timeout_s)
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+            log.info("created topic %s", topic)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+
+
+def wait_for_topics(settings: KafkaSettings, topics: list[str], timeout_s: float = 10.0) -> None:
+    """Block until the broker's metadata lists every topic in ``topics``."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        present = set(admin.list_topics(timeout=timeout_s).topics)
+        if set(topics) <= present:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics {sorted(set(topics) - present)} did not appear")
+        time.sleep(0.1)
+
+
+def flush_or_raise(producer: Producer, timeout_s: float) -> None:
+    """Flush and raise DeliveryError if anything is still queued after ``timeout_s``."""
+    remaining = producer.flush(timeout_s)
+    if remaining:
+        raise DeliveryError(f"{remaining} messages not delivered within {timeout_s}s")
+
+
+class DeadLetterPublisher:
+    """Sends records that cannot be processed to the dead-letter topic, with the reason.
+
+    The original bytes travel base64-encoded so that nothing about the bad record is lost and
+    it can be replayed once the producer is fixed.
+    """
+
+    def __init__(self, producer: Producer, topic: str):
+        self._producer = producer
+        self._topic = topic
+        self.failures = 0
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self.failures += 1
+            log.error("dead-letter delivery failed: %s", err)
+
+    def publish(self, msg: Message, reason: str) -> None:
+        body = {
+            "reason": reason,
+            "topic": msg.topic(),
+            "partition": msg.partition(),
+            "offset": msg.offset(),
+            "raw_base64": base64.b64encode(msg.value() or b"").decode("ascii"),
+        }
+        self._producer.produce(
+            self._topic,
+            key=msg.key(),
+            value=json.dumps(body).encode("utf-8"),
+            on_delivery=self._on_delivery,
+        )
+        self._producer.poll(0)
+
+
+def poll_batches(
+    consumer: KafkaConsumer,
+    max_messages: int,
+    max_wait_s: float,
+    stop: threading.Event,
+    on_error: Callable[[KafkaError], None] | None = None,
+) -> Iterator[list[Message]]:
+    """Yield micro-batches of messages, bounded by count and by time, until ``stop`` is set.
+
+    A batch is yielded when it holds ``max_messages`` or ``max_wait_s`` has passed since its
+    first message; an empty poll window yields nothing. Partition EOFs are ignored; other
+    errors go to ``on_error`` (default: log) and never end the loop, because librdkafka
+    recovers from transient broker errors by itself.
+    """
+    batch: list[Message] = []
+    started = 0.0
+    while not stop.is_set():
+        timeout = max_wait_s if not batch else max(0.0, started + max_wait_s - time.monotonic())
+        messages = consumer.consume(num_messages=max_messages - len(batch), timeout=timeout)
+        for msg in messages:
+            err = msg.error()
+            if err is None:
+                if not batch:
+                    started = time.monotonic()
+                batch.append(msg)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                (on_error or _log_error)(err)
+        if batch and (len(batch) >= max_messages or time.monotonic() - started >= max_wait_s):
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _log_error(err: KafkaError) -> None:
+    log.warning("kafka consumer error: %s", err)
+
+
+def next_offsets(messages: list[Message]) -> dict[tuple[str, int], int]:
+    """The offset to commit per (topic, partition): one past the last message seen."""
+    offsets: dict[tuple[str, int], int] = {}
+    for msg in messages:
+        key = (msg.topic(), msg.partition())
+        offsets[key] = max(offsets.get(key, 0), msg.offset() + 1)
+    return offsets
+
+
+def as_partition_map(offsets: Mapping[tuple[str, int], int], topic: str) -> dict[str, int]:
+    """``{"<partition>": offset}`` for one topic, the form stored in snapshot manifests."""
+    return {str(p): o for (t, p), o in sorted(offsets.items()) if t == topic}

@@ -1,0 +1,127 @@
+"""Snapshot folders on disk: naming, the LATEST pointer, manifests and item vectors.
+
+Only numpy and json here (no torch), so faiss_app workers can load snapshots cheaply. The
+layout is in docs/CONTRACTS.md; ``shared.model.checkpoint`` writes the model's side of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.atomic import fsync_dir, write_text_atomic
+
+LATEST = "LATEST"
+MANIFEST = "manifest.json"
+ITEM_IDS = "item_ids.json"
+USER_IDS = "user_ids.json"
+ITEM_VECTORS = "item_vectors.npy"
+WEIGHTS = "weights.npz"
+
+
+class SnapshotNotFound(FileNotFoundError):
+    """No snapshot exists (no LATEST), or the named version is missing."""
+
+
+def new_version(now: dt.datetime | None = None) -> str:
+    """``YYYYmmddTHHMMSSZ-<6 hex>``: sorts by creation time, unique across writers."""
+    moment = now or dt.datetime.now(dt.timezone.utc)
+    return moment.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def write_snapshot_dir(
+    models_dir: Path, version: str, write_files: Callable[[Path], None], keep: int | None = None
+) -> Path:
+    """Create ``models_dir/<version>`` atomically and point LATEST at it.
+
+    ``write_files(tmp_dir)`` writes the snapshot's files into a temporary folder; they are
+    fsynced, the folder is renamed into place, and only then is LATEST switched. With ``keep``,
+    older versions beyond the newest ``keep`` are removed afterwards.
+    """
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    tmp_dir = models_dir / f".tmp-{version}"
+    final_dir = models_dir / version
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir()
+    try:
+        write_files(tmp_dir)
+        for child in tmp_dir.iterdir():
+            with open(child, "rb") as handle:
+                os.fsync(handle.fileno())
+        fsync_dir(tmp_dir)
+        os.replace(tmp_dir, final_dir)
+        fsync_dir(models_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    write_text_atomic(models_dir / LATEST, version + "\n")
+    if keep is not None:
+        prune(models_dir, keep)
+    return final_dir
+
+
+def prune(models_dir: Path, keep: int) -> None:
+    """Remove all but the newest ``keep`` versions; never the one LATEST names."""
+    latest = read_latest(models_dir)
+    versions = sorted(p for p in list_versions(models_dir))
+    for version in versions[:-keep] if keep else versions:
+        if version != latest:
+            shutil.rmtree(Path(models_dir) / version, ignore_errors=True)
+
+
+def list_versions(models_dir: Path) -> list[str]:
+    root = Path(models_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
+
+
+def read_latest(models_dir: Path) -> str | None:
+    """The version LATEST names, or None when no snapshot was ever written."""
+    try:
+        return (Path(models_dir) / LATEST).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def resolve(models_dir: Path, version: str | None = None) -> Path:
+    """The folder of ``version`` (default: LATEST); raises SnapshotNotFound."""
+    chosen = version or read_latest(models_dir)
+    if chosen is None:
+        raise SnapshotNotFound(f"no {LATEST} in {models_dir}")
+    if "/" in chosen or chosen.startswith("."):
+        raise SnapshotNotFound(f"invalid version {chosen!r}")
+    folder = Path(models_dir) / chosen
+    if not (folder / MANIFEST).is_file():
+        raise SnapshotNotFound(f"no snapshot {chosen!r} in {models_dir}")
+    return folder
+
+
+def write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, separators=(",", ":")))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    return read_json(Path(folder) / MANIFEST)
+
+
+def read_item_vectors(folder: Path) -> tuple[list[str], np.ndarray]:
+    """Item ids and their serving vectors, float32 of shape (n_items, serving_dim)."""
+    ids = read_json(Path(folder) / ITEM_IDS)
+    vectors = np.load(Path(folder) / ITEM_VECTORS, allow_pickle=False)
+    if vectors.shape[0] != len(ids):
+        raise ValueError(f"{folder}: {len(ids)} ids but {vectors.shape[0]} vectors")
+    return ids, np.ascontiguousarray(vectors, dtype=np.float32)

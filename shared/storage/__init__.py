@@ -1,0 +1,1 @@
+"""Thin typed access to MongoDB and Redis; every call carries a timeout from settings."""
