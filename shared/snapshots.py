@@ -33,7 +33,7 @@ class SnapshotNotFound(FileNotFoundError):
 
 def new_version(now: dt.datetime | None = None) -> str:
     """``YYYYmmddTHHMMSSZ-<6 hex>``: sorts by creation time, unique across writers."""
-    moment = now or dt.datetime.now(dt.timezone.utc)
+    moment = now or dt.datetime.now(dt.UTC)
     return moment.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 

@@ -40,7 +40,7 @@ def ensure_indexes(db: Database) -> None:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def upsert_user_vectors(

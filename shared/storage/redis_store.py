@@ -58,7 +58,7 @@ def get_item_metadata(r: redis.Redis, item_ids: Sequence[str]) -> dict[str, dict
     pipe = r.pipeline(transaction=False)
     for item_id in item_ids:
         pipe.hgetall(item_key(item_id))
-    return {i: h for i, h in zip(item_ids, pipe.execute()) if h}
+    return {i: h for i, h in zip(item_ids, pipe.execute(), strict=True) if h}
 
 
 def bump_popularity(

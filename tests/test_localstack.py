@@ -1,0 +1,22 @@
+import socket
+
+import pytest
+
+from scripts import localstack
+
+
+def test_a_taken_port_is_reported_not_waited_on(tmp_path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        with pytest.raises(localstack.StackError, match=f"port {taken} for redis is taken"):
+            localstack.start(tmp_path, redis_port=taken, timeout_s=5)
+    assert localstack.read_state(tmp_path) is None
+
+
+def test_stack_records_and_stops_exactly_its_processes(stack: localstack.StackInfo) -> None:
+    recorded = localstack.read_state(stack.data_dir)
+    assert recorded is not None
+    assert recorded.pids == stack.pids
+    assert localstack.status(stack.data_dir) == {"kafka": True, "mongo": True, "redis": True}

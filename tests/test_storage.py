@@ -1,0 +1,74 @@
+"""MongoDB and Redis access against the real local servers."""
+
+import numpy as np
+
+from shared.config import Settings
+from shared.storage import mongo, redis_store
+
+
+def test_users_upsert_then_find(settings: Settings) -> None:
+    db = mongo.connect(settings.mongo)
+    mongo.ensure_indexes(db)
+    mongo.ensure_indexes(db)
+    vector = np.arange(5, dtype=np.float32) / 10
+    assert mongo.upsert_user_vectors(db, [("u1", vector, 2), ("u2", vector * 2, 1)], "v1") == 2
+    mongo.upsert_user_vectors(db, [("u1", vector * 3, 4)], "v2")
+    doc = mongo.get_user(db, "u1")
+    assert doc is not None
+    assert np.allclose(doc["query_vector"], vector * 3)
+    assert doc["model_version"] == "v2"
+    assert doc["n_events"] == 6
+    assert mongo.get_user(db, "nobody") is None
+
+
+def test_user_lookup_cannot_be_turned_into_an_operator(settings: Settings) -> None:
+    db = mongo.connect(settings.mongo)
+    mongo.upsert_user_vectors(db, [("u1", np.zeros(3, np.float32), 1)], "v1")
+    assert mongo.get_user(db, {"$ne": None}) is None  # type: ignore[arg-type]
+
+
+def test_items_upsert_and_bulk_get(settings: Settings) -> None:
+    db = mongo.connect(settings.mongo)
+    mongo.upsert_items(db, [{"item_id": "i1", "title": "Lamp", "price": 3.5},
+                            {"item_id": "i2", "title": "Desk", "category": "home"}])
+    found = mongo.get_items(db, ["i1", "i2", "missing"])
+    assert set(found) == {"i1", "i2"}
+    assert found["i1"] == {"title": "Lamp", "price": 3.5}
+
+
+def test_item_metadata_cache_round_trip(settings: Settings) -> None:
+    r = redis_store.connect(settings.redis)
+    redis_store.put_item_metadata(r, [{"item_id": "i1", "title": "Lamp", "price": 3.5}])
+    cached = redis_store.get_item_metadata(r, ["i1", "i2"])
+    assert cached == {"i1": {"title": "Lamp", "price": "3.5"}}
+
+
+def test_popularity_decays_with_time(settings: Settings) -> None:
+    r = redis_store.connect(settings.redis)
+    half_life = 3600.0
+    t0 = 1_780_000_000_000
+    redis_store.bump_popularity(r, {"old": 3.0}, t0, half_life)
+    # Two half-lives later, weight 1 is worth 4 at t0, so "new" overtakes "old".
+    redis_store.bump_popularity(r, {"new": 1.0}, t0 + int(2 * half_life * 1000), half_life)
+    ranked = redis_store.top_popular(r, 5)
+    assert [item for item, _ in ranked] == ["new", "old"]
+    assert ranked[0][1] / ranked[1][1] == 4.0 / 3.0
+    assert redis_store.top_popular(r, 5, exclude=["new"]) == [("old", ranked[1][1])]
+
+
+def test_popularity_rescales_without_changing_the_order(settings: Settings) -> None:
+    r = redis_store.connect(settings.redis)
+    half_life = 1.0
+    t0 = 1_780_000_000_000
+    redis_store.bump_popularity(r, {"a": 1.0, "b": 2.0}, t0, half_life)
+    redis_store.bump_popularity(r, {"a": 0.5}, t0 + 100_000, half_life)  # 100 half-lives later
+    ranked = redis_store.top_popular(r, 2)
+    assert [item for item, _ in ranked] == ["a", "b"]
+    assert all(np.isfinite(score) for _, score in ranked)
+
+
+def test_seen_list_is_newest_first_and_capped(settings: Settings) -> None:
+    r = redis_store.connect(settings.redis)
+    redis_store.push_seen(r, {"u1": ["i1", "i2", "i3"]}, cap=2)
+    redis_store.push_seen(r, {"u1": ["i4"]}, cap=2)
+    assert redis_store.get_seen(r, "u1") == ["i4", "i3"]
