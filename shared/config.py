@@ -208,6 +208,8 @@ class RecommenderSettings:
     request_budget_s: float = setting("RECOMMENDER_REQUEST_BUDGET_S", 0.3, _parse_positive_float)
     max_body_bytes: int = setting("RECOMMENDER_MAX_BODY_BYTES", 1 << 20, _parse_positive_int)
     max_events_per_request: int = setting("RECOMMENDER_MAX_EVENTS", 500, _parse_positive_int)
+    publish_timeout_s: float = setting("RECOMMENDER_PUBLISH_TIMEOUT_S", 2.0, _parse_positive_float)
+    breaker_cooldown_s: float = setting("RECOMMENDER_BREAKER_COOLDOWN_S", 1.0, _parse_positive_float)
 
 
 @dataclass(frozen=True)
