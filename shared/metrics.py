@@ -54,6 +54,7 @@ _SPECS = [
     MetricSpec("faiss.index_size", "gauge", "items in the live index"),
     MetricSpec("faiss.updates_applied", "counter", "item-vector upserts and deletes applied"),
     MetricSpec("faiss.reloads", "counter", "snapshot loads"),
+    MetricSpec("faiss.updates_malformed", "counter", "item-vector messages skipped as malformed"),
     MetricSpec("faiss.errors.{code}", "counter", "client errors answered, by HTTP status"),
     # recommender_app
     MetricSpec("api.{endpoint}.ms", "timer", "request latency per endpoint"),
