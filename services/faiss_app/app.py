@@ -1,0 +1,132 @@
+"""faiss_app's Falcon WSGI application: ``create_app(settings, deps)``.
+
+The app loads ``models/LATEST`` when it is created (in each gunicorn worker: no preload) and
+owns an :class:`UpdateFollower` thread that tails ``item-vectors``. The thread is started
+post-fork, by gunicorn's ``post_worker_init`` hook (gunicorn.conf.py) or, failing that, on the
+first request; ``app.runtime.stop()`` ends it (gunicorn's ``worker_exit`` hook).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import falcon
+
+from services.faiss_app import resources
+from services.faiss_app.errors import (
+    BadQuery,
+    IndexNotReady,
+    NotAuthorized,
+    PayloadTooLarge,
+    UnknownItemError,
+)
+from services.faiss_app.follower import UpdateFollower
+from services.faiss_app.service import IndexService
+from shared.config import Settings
+from shared.logs import request_id_var
+from shared.metrics import Metrics
+from shared.snapshots import SnapshotNotFound
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Deps:
+    """Swappable collaborators (tests pass their own)."""
+
+    metrics: Metrics | None = None
+    follow_updates: bool | None = None  # None → FaissSettings.follow_updates
+
+
+@dataclass
+class Runtime:
+    """What runs behind the app: the index service and the update thread."""
+
+    service: IndexService
+    follower: UpdateFollower | None = None
+    started: bool = field(default=False)
+
+    def start(self) -> None:
+        """Start the background thread (idempotent); call after the worker has forked."""
+        if not self.started:
+            self.started = True
+            if self.follower is not None:
+                self.follower.start()
+
+    def stop(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
+
+
+class FaissApp(falcon.App):
+    """A falcon.App that carries its :class:`Runtime` (falcon.App itself has __slots__)."""
+
+    runtime: Runtime
+
+
+class RequestContext:
+    """Request ids on log lines, the follower started post-fork, 4xx/5xx counted."""
+
+    def __init__(self, runtime: Runtime, metrics: Metrics):
+        self._runtime = runtime
+        self._metrics = metrics
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not self._runtime.started:
+            self._runtime.start()
+        request_id = req.get_header("X-Request-Id") or uuid.uuid4().hex[:16]
+        request_id_var.set(request_id)
+        resp.set_header("X-Request-Id", request_id)
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        code = int(str(resp.status).split()[0]) if resp.status else 200
+        if code >= 400:
+            self._metrics.incr(f"faiss.errors.{code}")
+
+
+def _raise(status_error: type[falcon.HTTPError], title: str):  # type: ignore[no-untyped-def]
+    def handle(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
+        raise status_error(title=title, description=str(ex))
+
+    return handle
+
+
+def _unauthorized(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
+    raise falcon.HTTPUnauthorized(title="Unauthorized", description=str(ex), challenges=["Bearer"])
+
+
+def create_app(settings: Settings, deps: Deps | None = None) -> FaissApp:
+    """Build the app: load LATEST if there is one, prepare (not start) the update thread."""
+    deps = deps or Deps()
+    metrics = deps.metrics or Metrics(settings.statsd)
+    service = IndexService(settings, metrics)
+    try:
+        if not service.load_if_present():
+            log.warning("no snapshot in %s yet; waiting for one", settings.model.models_dir)
+    except Exception:
+        log.exception("could not load the latest snapshot; the follower will retry")
+    follow = settings.faiss.follow_updates if deps.follow_updates is None else deps.follow_updates
+    follower = UpdateFollower(service, settings.kafka, metrics) if follow else None
+    runtime = Runtime(service, follower)
+
+    app = FaissApp(middleware=[RequestContext(runtime, metrics)])
+    app.runtime = runtime
+    limits = settings.faiss
+    app.add_route("/v1/search", resources.Search(service, limits, metrics))
+    app.add_route("/v1/similar", resources.Similar(service, limits, metrics))
+    app.add_route("/v1/reload", resources.Reload(service, limits))
+    app.add_route("/v1/stats", resources.Stats(service, follower))
+    app.add_route("/healthz", resources.Health(service))
+
+    app.add_error_handler(BadQuery, _raise(falcon.HTTPBadRequest, "Bad request"))
+    app.add_error_handler(UnknownItemError, _raise(falcon.HTTPNotFound, "Unknown item"))
+    app.add_error_handler(SnapshotNotFound, _raise(falcon.HTTPNotFound, "Unknown snapshot"))
+    app.add_error_handler(PayloadTooLarge, _raise(falcon.HTTPContentTooLarge, "Body too large"))
+    app.add_error_handler(IndexNotReady, _raise(falcon.HTTPServiceUnavailable, "Not ready"))
+    app.add_error_handler(NotAuthorized, _unauthorized)
+    return app

@@ -1,0 +1,177 @@
+"""The background thread that applies ``item-vectors`` updates to the live catalog.
+
+Every worker of every replica applies every update, so it does not join a consumer group: it
+uses a group id of its own (never committed) and assigns all partitions itself, starting at the
+offsets the live catalog has folded in (the snapshot manifest's ``offsets["item-vectors"]`` at
+load, then the offsets of the batches applied since). When the service swaps catalogs (a
+reload or a compaction) the follower is woken and re-positions on the new catalog's offsets.
+
+One micro-batch from :func:`shared.kafka.poll_batches` is applied under the catalog's write
+lock as a unit. Malformed messages are logged, counted and skipped; nothing a message holds
+can end the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import Consumer as KafkaConsumer
+
+from services.faiss_app.catalog import Catalog
+from services.faiss_app.service import IndexService
+from shared.config import KafkaSettings
+from shared.item_vectors import ItemVectorUpdate, VectorDecodeError, decode
+from shared.kafka import make_consumer, next_offsets, poll_batches
+from shared.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX_MESSAGES = 1000
+BATCH_MAX_WAIT_S = 0.05
+RETRY_S = 1.0  # wait before retrying when there is no snapshot or no topic yet
+METADATA_TIMEOUT_S = 5.0
+
+
+class UpdateFollower:
+    """Tails the item-vectors topic in a daemon thread; ``start``/``stop`` are idempotent."""
+
+    def __init__(self, service: IndexService, kafka: KafkaSettings, metrics: Metrics):
+        self._service = service
+        self._kafka = kafka
+        self._metrics = metrics
+        self._stopping = threading.Event()
+        self._wakeup = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.malformed = 0
+        self.group_id = f"faiss-app-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        service.on_swap(self._wakeup.set)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None or self._stopping.is_set():
+                return
+            self._thread = threading.Thread(target=self._run, name="item-vectors", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stopping.set()
+        self._wakeup.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def describe(self) -> dict[str, Any]:
+        return {"running": self.running, "group_id": self.group_id, "malformed": self.malformed}
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        consumer = make_consumer(self._kafka, self.group_id)
+        log.info("following %s as %s", self._kafka.item_vectors_topic, self.group_id)
+        try:
+            while not self._stopping.is_set():
+                self._wakeup.clear()  # before reading the catalog: a later swap wakes us again
+                catalog = self._service.catalog
+                if catalog is None and not self._load_latest():
+                    self._stopping.wait(RETRY_S)
+                    continue
+                catalog = self._service.catalog
+                if catalog is None or not self._assign(consumer, catalog):
+                    self._stopping.wait(RETRY_S)
+                    continue
+                for batch in poll_batches(
+                    consumer, BATCH_MAX_MESSAGES, BATCH_MAX_WAIT_S, self._wakeup
+                ):
+                    if self._service.catalog is not catalog:
+                        break  # swapped while polling: re-position on the new catalog
+                    self._apply(catalog, batch)
+                    if catalog.needs_rebuild():
+                        self._compact(catalog)
+                        break
+        except Exception:
+            log.exception("item-vectors follower stopped by an unexpected error")
+            raise
+        finally:
+            consumer.close()
+            log.info("item-vectors follower stopped")
+
+    def _load_latest(self) -> bool:
+        try:
+            return self._service.load_if_present()
+        except Exception:
+            log.exception("could not load the latest snapshot; retrying")
+            return False
+
+    def _assign(self, consumer: KafkaConsumer, catalog: Catalog) -> bool:
+        topic = self._kafka.item_vectors_topic
+        try:
+            metadata = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+        except Exception as exc:  # KafkaException: broker down; librdkafka will reconnect
+            log.warning("no metadata for %s: %s", topic, exc)
+            return False
+        described = metadata.topics.get(topic)
+        if described is None or described.error is not None or not described.partitions:
+            log.info("topic %s is not there yet", topic)
+            return False
+        offsets = catalog.updates.offsets
+        consumer.assign(
+            [
+                TopicPartition(topic, partition, offsets.get(partition, OFFSET_BEGINNING))
+                for partition in sorted(described.partitions)
+            ]
+        )
+        log.info("assigned %s at %s for %s", topic, offsets or "the beginning", catalog.version)
+        return True
+
+    def _apply(self, catalog: Catalog, batch: list) -> None:
+        updates: list[ItemVectorUpdate] = []
+        for msg in batch:
+            try:
+                update = decode(msg.key(), msg.value())
+                if update.vector is not None and update.vector.shape != (catalog.dim,):
+                    raise VectorDecodeError(
+                        f"dimension {update.vector.shape[0]}, the index has {catalog.dim}"
+                    )
+            except VectorDecodeError as exc:
+                self.malformed += 1
+                catalog.updates.malformed += 1
+                self._metrics.incr("faiss.updates_malformed")
+                log.warning(
+                    "skipping malformed item vector at %s[%d]@%d: %s",
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                    exc,
+                )
+                continue
+            updates.append(update)
+        positions = {p: o for (_t, p), o in next_offsets(batch).items()}
+        last = (batch[-1].partition(), batch[-1].offset())
+        try:
+            applied = catalog.apply(updates, positions, last)
+        except Exception:
+            # Not expected (inputs are checked above); never let one batch end the thread.
+            log.exception("failed to apply a batch of %d item vectors", len(updates))
+            return
+        if applied:
+            self._metrics.incr("faiss.updates_applied", applied)
+            self._metrics.gauge("faiss.index_size", catalog.count)
+
+    def _compact(self, catalog: Catalog) -> None:
+        log.info("rebuilding %s: %s", catalog.version, catalog.describe()["dead_labels"])
+        try:
+            fresh = catalog.rebuilt()
+        except Exception:
+            log.exception("rebuild of %s failed; keeping the current index", catalog.version)
+            return
+        self._service.replace_if_current(catalog, fresh)

@@ -1,0 +1,169 @@
+"""One FAISS inner-product index over labels ``0..ntotal-1``: exact, IVF or HNSW.
+
+The index is append-only: vectors get consecutive labels in the order they are added, and
+nothing is ever removed from the FAISS structure (HNSW cannot remove at all). Deleted or
+replaced rows are hidden at query time by an ``IDSelectorBitmap`` of live labels that the
+caller (:mod:`services.faiss_app.catalog`) owns, and the whole index is rebuilt from the live
+rows once too many are dead. Nothing here knows about item ids or threads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+
+from shared.config import FaissSettings
+
+FLAT, IVF, HNSW = "flat", "ivf", "hnsw"
+IVF_TRAIN_POINTS_PER_CELL = 64  # k-means sample: 64 points per cell (faiss warns below 39)
+IVF_KMEANS_ITERATIONS = 10
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """Which index to build and its knobs (see FaissSettings for their meaning)."""
+
+    kind: str = FLAT
+    nlist: int = 0  # IVF cells; 0 → 4·√n
+    nprobe: int = 16
+    hnsw_m: int = 32
+    ef_search: int = 128
+    ef_construction: int = 80
+
+    @classmethod
+    def for_size(cls, settings: FaissSettings, n_items: int) -> IndexParams:
+        """Exact up to ``exact_max_items``, above it the configured ANN type."""
+        kind = FLAT if n_items <= settings.exact_max_items else settings.ann_type
+        return cls(
+            kind=kind,
+            nlist=settings.ivf_nlist,
+            nprobe=settings.ivf_nprobe,
+            hnsw_m=settings.hnsw_m,
+            ef_search=settings.hnsw_ef_search,
+            ef_construction=settings.hnsw_ef_construction,
+        )
+
+
+def default_nlist(n_items: int) -> int:
+    return max(1, int(round(4 * math.sqrt(max(n_items, 1)))))
+
+
+class VectorIndex:
+    """Inner-product search over float32 vectors of one dimension.
+
+    Build with :meth:`build`; ``search`` and ``reconstruct`` may run from many threads at
+    once, ``add`` must not run concurrently with anything (the catalog's lock sees to it).
+    """
+
+    def __init__(self, params: IndexParams, dim: int, index: faiss.Index, extra: dict[str, Any]):
+        self.params = params
+        self.dim = dim
+        self._index = index
+        self._extra = extra
+
+    @classmethod
+    def build(cls, params: IndexParams, vectors: np.ndarray, seed: int = 1234) -> VectorIndex:
+        """Build and fill an index from ``vectors``, float32 of shape (n, dim).
+
+        IVF trains its k-means cells on a sample of ``vectors`` (at most 64 per cell), so an
+        empty ``vectors`` can only build the exact index.
+        """
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        n, dim = vectors.shape
+        extra: dict[str, Any] = {}
+        index: faiss.Index
+        if params.kind == FLAT or n == 0:
+            params = IndexParams(FLAT)
+            index = faiss.IndexFlatIP(dim)
+        elif params.kind == IVF:
+            nlist = min(params.nlist or default_nlist(n), n)
+            quantizer = faiss.IndexFlatIP(dim)
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.cp.niter = IVF_KMEANS_ITERATIONS
+            index.cp.seed = seed
+            index.cp.max_points_per_centroid = IVF_TRAIN_POINTS_PER_CELL
+            index.cp.min_points_per_centroid = max(1, min(39, n // nlist))  # small catalogs
+            sample_size = min(n, IVF_TRAIN_POINTS_PER_CELL * nlist)
+            rng = np.random.default_rng(seed)
+            sample = vectors[np.sort(rng.choice(n, sample_size, replace=False))]
+            index.train(sample)
+            index.make_direct_map(True)  # reconstruct() for rebuilds and /v1/similar
+            index.nprobe = params.nprobe
+            extra["quantizer"] = quantizer  # the IVF index does not own it: keep it alive
+            params = IndexParams(IVF, nlist=nlist, nprobe=params.nprobe)
+        elif params.kind == HNSW:
+            index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = params.ef_construction
+            index.hnsw.efSearch = params.ef_search
+            params = IndexParams(
+                HNSW,
+                hnsw_m=params.hnsw_m,
+                ef_search=params.ef_search,
+                ef_construction=params.ef_construction,
+            )
+        else:
+            raise ValueError(f"unknown index kind {params.kind!r}")
+        built = cls(params, dim, index, extra)
+        built.add(vectors)
+        return built
+
+    @property
+    def ntotal(self) -> int:
+        """Labels handed out so far (live and dead)."""
+        return int(self._index.ntotal)
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Append float32 rows of shape (m, dim); they get labels ntotal..ntotal+m-1."""
+        if len(vectors):
+            self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def search(
+        self, queries: np.ndarray, k: int, selector: faiss.IDSelector | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` labels by inner product: (scores (nq, k) f32, labels (nq, k) int64).
+
+        Missing results (fewer than k candidates) have label -1. ``selector`` keeps only the
+        labels it accepts (the live ones).
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        kind = self.params.kind
+        if kind == IVF:
+            search_params: faiss.SearchParameters = faiss.SearchParametersIVF(
+                nprobe=self.params.nprobe
+            )
+        elif kind == HNSW:
+            search_params = faiss.SearchParametersHNSW(efSearch=max(self.params.ef_search, k))
+        else:
+            search_params = faiss.SearchParameters()
+        if selector is not None:
+            search_params.sel = selector
+        return self._index.search(queries, k, params=search_params)
+
+    def reconstruct(self, labels: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``labels`` (int64 array): float32 of shape (m, dim)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        if not len(labels):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._index.reconstruct_batch(labels)
+
+    def reconstruct_all(self) -> np.ndarray:
+        """Every stored vector in label order: float32 of shape (ntotal, dim)."""
+        if self.ntotal == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._index.reconstruct_n(0, self.ntotal)
+
+    def describe(self) -> dict[str, Any]:
+        """Index type and parameters, for /v1/stats and benchmark reports."""
+        fields = {
+            FLAT: (),
+            IVF: ("nlist", "nprobe"),
+            HNSW: ("hnsw_m", "ef_search", "ef_construction"),
+        }[self.params.kind]
+        values = asdict(self.params)
+        described: dict[str, Any] = {"type": self.params.kind, "metric": "inner_product"}
+        described.update({name: values[name] for name in fields})
+        return described
