@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -110,7 +111,15 @@ def _spawn(name: str, argv: list[str], data_dir: Path) -> subprocess.Popen:
     )
 
 
-def _wait_kafka(bootstrap: str, deadline: float) -> None:
+def _exited(procs: dict[str, subprocess.Popen], data_dir: Path) -> None:
+    """Raise at once if a server process has died, with the end of its log."""
+    for name, proc in procs.items():
+        if proc.poll() is not None:
+            log_tail = (data_dir / f"{name}.log").read_text(errors="replace")[-600:]
+            raise StackError(f"{name} exited at start (code {proc.returncode}):\n{log_tail}")
+
+
+def _wait_kafka(bootstrap: str, deadline: float, check: Callable[[], None]) -> None:
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 1000})
@@ -121,11 +130,12 @@ def _wait_kafka(bootstrap: str, deadline: float) -> None:
             return
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
             last = exc
+            check()
             time.sleep(0.2)
     raise StackError(f"Kafka (Tansu) at {bootstrap} did not answer: {last}")
 
 
-def _wait_mongo(uri: str, deadline: float) -> None:
+def _wait_mongo(uri: str, deadline: float, check: Callable[[], None]) -> None:
     from pymongo import MongoClient
 
     last: Exception | None = None
@@ -136,11 +146,12 @@ def _wait_mongo(uri: str, deadline: float) -> None:
                 return
         except Exception as exc:  # noqa: BLE001
             last = exc
+            check()
             time.sleep(0.2)
     raise StackError(f"MongoDB (nx-27017) at {uri} did not answer: {last}")
 
 
-def _wait_redis(url: str, deadline: float) -> None:
+def _wait_redis(url: str, deadline: float, check: Callable[[], None]) -> None:
     import redis
 
     last: Exception | None = None
@@ -150,6 +161,7 @@ def _wait_redis(url: str, deadline: float) -> None:
             return
         except Exception as exc:  # noqa: BLE001
             last = exc
+            check()
             time.sleep(0.1)
     raise StackError(f"Redis (Valkey) at {url} did not answer: {last}")
 
@@ -190,8 +202,11 @@ def start(
         )
         procs["mongo"] = _spawn(
             "mongo",
+            # nx-27017 keeps a PID file and refuses to start while another instance runs;
+            # a private PID file lets several stacks (parallel test runs) coexist.
             [*_nx_command(), "--data-dir", str(data_dir / "mongo"), "--host", "127.0.0.1",
-             "-p", str(ports["mongo"])],
+             "-p", str(ports["mongo"]), "--pid-file", str(data_dir / "mongo.pid"),
+             "--log-file", str(data_dir / "mongo-daemon.log")],
             data_dir,
         )
         procs["redis"] = _spawn(
@@ -209,12 +224,11 @@ def start(
         )
         _write_state(info)
         deadline = time.monotonic() + timeout_s
-        _wait_kafka(info.kafka_bootstrap, deadline)
-        _wait_mongo(info.mongo_uri, deadline)
-        _wait_redis(info.redis_url, deadline)
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                raise StackError(f"{name} exited at start; see {data_dir / (name + '.log')}")
+        for wait, address in ((_wait_kafka, info.kafka_bootstrap), (_wait_mongo, info.mongo_uri),
+                              (_wait_redis, info.redis_url)):
+            _exited(procs, data_dir)
+            wait(address, deadline, lambda: _exited(procs, data_dir))
+        _exited(procs, data_dir)
         return info
     except BaseException:
         for proc in procs.values():

@@ -20,3 +20,15 @@ def test_stack_records_and_stops_exactly_its_processes(stack: localstack.StackIn
     assert recorded is not None
     assert recorded.pids == stack.pids
     assert localstack.status(stack.data_dir) == {"kafka": True, "mongo": True, "redis": True}
+
+
+def test_two_stacks_run_side_by_side(stack: localstack.StackInfo, tmp_path) -> None:
+    # Regression: nx-27017's default global PID file made a second stack's MongoDB refuse to
+    # start ("already running"), so parallel test runs failed to come up.
+    second = localstack.start(tmp_path, timeout_s=30)
+    try:
+        assert second.mongo_port != stack.mongo_port
+        assert all(localstack.status(tmp_path).values())
+    finally:
+        assert sorted(localstack.stop(tmp_path)) == ["kafka", "mongo", "redis"]
+    assert localstack.status(stack.data_dir) == {"kafka": True, "mongo": True, "redis": True}
