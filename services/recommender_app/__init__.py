@@ -1,0 +1,1 @@
+"""recommender_app: the public recommendation API (GET /recommend, POST /events, health)."""

@@ -1,0 +1,70 @@
+"""Build the recommender's Falcon app from settings and (optionally) swapped dependencies.
+
+gunicorn -w 2 --threads 4 -b 127.0.0.1:8080 services.recommender_app.wsgi:app
+"""
+
+from __future__ import annotations
+
+import logging
+
+import falcon
+from pymongo.errors import PyMongoError
+from redis import RedisError
+
+from services.recommender_app.deps import Deps
+from services.recommender_app.errors import add_error_handlers
+from services.recommender_app.health import Readiness
+from services.recommender_app.middleware import BodyLimit, RequestId, RequestMetrics
+from services.recommender_app.publisher import EventPublisher
+from services.recommender_app.recommender import Recommender
+from services.recommender_app.resilience import Guard
+from services.recommender_app.resources import (
+    EventsResource,
+    HealthResource,
+    OpenApiResource,
+    ReadyResource,
+    RecommendResource,
+)
+from shared.config import Settings
+from shared.faiss_client import FaissError
+from shared.logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+ROUTES = ("/recommend", "/events", "/healthz", "/readyz", "/openapi.json")
+
+
+def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
+    """The WSGI app; ``deps`` defaults to real clients built from ``settings``."""
+    if deps is None:
+        setup_logging("recommender_app")
+        deps = Deps.from_settings(settings)
+    rec = settings.recommender
+    guard = Guard(
+        caps={
+            "mongo": settings.mongo.timeout_ms / 1000.0,
+            "redis": settings.redis.timeout_s,
+            "faiss": settings.faiss.timeout_s,
+        },
+        errors={
+            "mongo": (PyMongoError, OSError),
+            "redis": (RedisError, OSError),
+            "faiss": (FaissError,),
+        },
+        metrics=deps.metrics,
+        cooldown_s=rec.breaker_cooldown_s,
+        clock=deps.clock,
+    )
+    publisher = EventPublisher(
+        deps.producer, settings.kafka.interactions_topic, rec.publish_timeout_s, deps.clock
+    )
+    app = falcon.App(
+        middleware=[RequestId(), RequestMetrics(deps.metrics), BodyLimit(rec.max_body_bytes)]
+    )
+    app.add_route("/recommend", RecommendResource(Recommender(deps, rec, guard), rec))
+    app.add_route("/events", EventsResource(publisher, rec, deps.metrics, deps.now_ms))
+    app.add_route("/healthz", HealthResource())
+    app.add_route("/readyz", ReadyResource(Readiness(deps)))
+    app.add_route("/openapi.json", OpenApiResource())
+    add_error_handlers(app, deps.metrics)
+    return app

@@ -1,0 +1,79 @@
+"""The recommender's dependencies, built once per worker and swappable in tests.
+
+``create_app(settings)`` builds real clients from the settings; tests pass a :class:`Deps` with
+some clients pointing elsewhere (a stopped server, another faiss_app) instead of patching.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from confluent_kafka import Producer
+from pymongo.database import Database
+
+from shared.config import Settings
+from shared.faiss_client import FaissClient
+from shared.kafka import make_producer
+from shared.metrics import Metrics
+from shared.storage import mongo, redis_store
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Deps:
+    """Clients and clocks the app uses; every field can be replaced.
+
+    ``clock`` is monotonic seconds (budgets, breakers); ``now_ms`` is wall-clock Unix
+    milliseconds (event timestamp validation).
+    """
+
+    db: Database
+    redis: redis.Redis
+    faiss: FaissClient
+    producer: Producer
+    metrics: Metrics
+    clock: Callable[[], float] = time.monotonic
+    now_ms: Callable[[], int] = _now_ms
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Deps:
+        """Real clients for ``settings``; keyword arguments replace individual fields.
+
+        Only the clients not overridden are built. Redis gets a socket timeout no longer than
+        the request budget, because redis-py has no per-call timeout.
+        """
+        factories: dict[str, Callable[[], Any]] = {
+            "db": lambda: mongo.connect(settings.mongo),
+            "redis": lambda: redis_store.connect(
+                dataclasses.replace(
+                    settings.redis,
+                    timeout_s=min(settings.redis.timeout_s, settings.recommender.request_budget_s),
+                )
+            ),
+            "faiss": lambda: FaissClient(settings.faiss.url, settings.faiss.timeout_s),
+            "producer": lambda: make_producer(
+                settings.kafka,
+                **{"message.timeout.ms": int(settings.recommender.publish_timeout_s * 1000)},
+            ),
+            "metrics": lambda: Metrics(settings.statsd),
+        }
+        values = {
+            name: overrides.pop(name) if name in overrides else build()
+            for name, build in factories.items()
+        }
+        return cls(**values, **overrides)
+
+    def close(self) -> None:
+        """Release connections (tests; gunicorn workers simply exit)."""
+        self.db.client.close()
+        self.redis.close()
+        self.faiss.close()
+        self.producer.flush(0)

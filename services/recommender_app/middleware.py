@@ -1,0 +1,82 @@
+"""Cross-cutting request handling: request ids, body size limit, per-endpoint metrics."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+import falcon
+
+from shared.logs import request_id_var
+from shared.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
+
+
+class RequestId:
+    """Takes a well-formed ``X-Request-ID`` or makes one, puts it on every log line of the
+    request (``shared.logs.request_id_var``) and echoes it in the response."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        given = req.get_header(REQUEST_ID_HEADER)
+        request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        req.context.request_id = request_id
+        req.context.request_id_token = request_id_var.set(request_id)
+        resp.set_header(REQUEST_ID_HEADER, request_id)
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        resp.set_header(REQUEST_ID_HEADER, req.context.get("request_id", "-"))
+        token = req.context.get("request_id_token")
+        if token is not None:
+            request_id_var.reset(token)
+
+
+class BodyLimit:
+    """413 for a declared body larger than the limit (resources also read with a bound)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.content_length is not None and req.content_length > self.max_bytes:
+            raise falcon.HTTPContentTooLarge(
+                title="Body too large",
+                description=f"the request body may be at most {self.max_bytes} bytes",
+            )
+
+
+class RequestMetrics:
+    """A timer and a counter per endpoint, a counter per error status, one log line each."""
+
+    def __init__(self, metrics: Metrics):
+        self._metrics = metrics
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.perf_counter()
+
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict
+    ) -> None:
+        req.context.endpoint = getattr(resource, "endpoint", None)
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        ms = (time.perf_counter() - req.context.get("started", time.perf_counter())) * 1000.0
+        endpoint = req.context.get("endpoint")
+        if endpoint:
+            self._metrics.timing(f"api.{endpoint}.ms", ms)
+            self._metrics.incr(f"api.{endpoint}.requests")
+        status = resp.status_code
+        if status >= 400:
+            self._metrics.incr(f"api.errors.{status}")
+        level = logging.WARNING if status >= 500 else logging.DEBUG
+        log.log(level, "%s %s -> %s in %.1f ms", req.method, req.path, status, ms)

@@ -1,0 +1,201 @@
+"""The API described for clients: OpenAPI 3.1, written by hand (tests keep it complete)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ID = {"type": "string", "pattern": "^[A-Za-z0-9_.:@\\-]{1,128}$"}
+_ERROR = {
+    "type": "object",
+    "required": ["title"],
+    "properties": {"title": {"type": "string"}, "description": {"type": "string"}},
+}
+_EVENT = {
+    "type": "object",
+    "required": ["user_id", "item_id", "event", "ts"],
+    "additionalProperties": False,
+    "properties": {
+        "user_id": _ID,
+        "item_id": _ID,
+        "event": {"enum": ["view", "click", "add_to_cart", "purchase"]},
+        "ts": {"type": "integer", "description": "Unix milliseconds, 2000-01-01 .. tomorrow"},
+        "item": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "title": {"type": "string", "maxLength": 256},
+                "category": {"type": "string", "maxLength": 256},
+                "price": {"type": "number", "minimum": 0, "exclusiveMaximum": 1e9},
+            },
+        },
+    },
+}
+_RECORD_ERROR = {
+    "type": "object",
+    "properties": {"index": {"type": ["integer", "null"]}, "reason": {"type": "string"}},
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "recommender_app",
+        "version": "1.0.0",
+        "description": "Real-time recommendations (GMF model served through faiss_app) and the "
+        "interaction events that train it. Every answer carries an X-Request-ID header.",
+    },
+    "paths": {
+        "/recommend": {
+            "get": {
+                "summary": "Personalized (user_id), similar (item_id) or popular items",
+                "description": "Without an id, or for an unknown user or item, the most popular "
+                "items. When a dependency is down the answer is still 200, with what could be "
+                "computed and degraded: true.",
+                "parameters": [
+                    {"name": "user_id", "in": "query", "schema": _ID},
+                    {"name": "item_id", "in": "query", "schema": _ID},
+                    {
+                        "name": "k",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "default": 10},
+                        "description": "items wanted; at most RECSYS_RECOMMENDER_MAX_K",
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        "recommended items, best first",
+                        {"$ref": "#/components/schemas/Recommendation"},
+                    ),
+                    "400": _error("bad k, malformed id, unknown parameter, or both ids"),
+                },
+            }
+        },
+        "/events": {
+            "post": {
+                "summary": "Publish interactions (one event or a list) to Kafka",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [
+                                    {"$ref": "#/components/schemas/Event"},
+                                    {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/Event"},
+                                    },
+                                ]
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json(
+                        "the valid events are in Kafka; invalid ones are listed by index",
+                        {"$ref": "#/components/schemas/Accepted"},
+                    ),
+                    "400": _json(
+                        "no valid event (or the body is not JSON)",
+                        {"$ref": "#/components/schemas/Accepted"},
+                    ),
+                    "413": _error("body or batch too large"),
+                    "503": _error("Kafka did not confirm the events in time; retry"),
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness: the process answers",
+                "responses": {"200": _json("alive", {"type": "object"})},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: MongoDB, Redis, faiss_app and Kafka each reachable",
+                "responses": {
+                    "200": _json(
+                        "every dependency answered", {"$ref": "#/components/schemas/Ready"}
+                    ),
+                    "503": _json("at least one did not", {"$ref": "#/components/schemas/Ready"}),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})},
+            }
+        },
+    },
+    "components": {
+        "schemas": {
+            "Error": _ERROR,
+            "Event": _EVENT,
+            "Item": {
+                "type": "object",
+                "required": ["item_id", "score"],
+                "properties": {
+                    "item_id": _ID,
+                    "score": {"type": "number"},
+                    "title": {"type": "string"},
+                    "category": {"type": "string"},
+                    "price": {"type": "number"},
+                },
+                "additionalProperties": True,
+            },
+            "Recommendation": {
+                "type": "object",
+                "required": ["items", "source", "model_version", "degraded"],
+                "properties": {
+                    "user_id": _ID,
+                    "item_id": _ID,
+                    "items": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
+                    "source": {"enum": ["personalized", "similar", "popular"]},
+                    "model_version": {"type": ["string", "null"]},
+                    "degraded": {"type": "boolean"},
+                    "degraded_dependencies": {
+                        "type": "array",
+                        "items": {"enum": ["mongo", "redis", "faiss"]},
+                    },
+                },
+            },
+            "Accepted": {
+                "type": "object",
+                "properties": {
+                    "accepted": {"type": "integer"},
+                    "rejected": {"type": "integer"},
+                    "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+                    "errors": {"type": "array", "items": _RECORD_ERROR},
+                },
+            },
+            "Ready": {
+                "type": "object",
+                "properties": {
+                    "status": {"enum": ["ready", "not ready"]},
+                    "dependencies": {
+                        "type": "object",
+                        "additionalProperties": {
+                            "type": "object",
+                            "properties": {
+                                "ok": {"type": "boolean"},
+                                "ms": {"type": ["number", "null"]},
+                                "error": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        }
+    },
+}

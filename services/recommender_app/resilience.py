@@ -1,0 +1,136 @@
+"""Request budgets, circuit breakers and the one wrapper every dependency call goes through.
+
+A request gets one time budget (``RecommenderSettings.request_budget_s``). Each dependency call
+is given ``min(its own timeout, what is left of the budget - a reserve)``, where the reserve
+keeps time for the fallback that follows a failure (popular items, metadata). A call that
+cannot get at least :data:`MIN_CALL_S` is not made at all.
+
+A breaker per dependency opens on a failure and lets calls fail fast for a cooldown, then lets
+one trial call through. It exists because some clients cannot fail faster than their own
+polling interval: pymongo's server selection against a stopped MongoDB waits about 0.5 s
+whatever timeout it is given, which would spend a whole request budget on every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from shared.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MIN_CALL_S = 0.002
+
+
+class DependencyDown(RuntimeError):
+    """A dependency call failed, timed out, was short-circuited or had no budget left."""
+
+    def __init__(self, dependency: str, reason: str):
+        super().__init__(f"{dependency}: {reason}")
+        self.dependency = dependency
+        self.reason = reason
+
+
+class Budget:
+    """The time left to answer one request, on a monotonic ``clock`` (seconds)."""
+
+    def __init__(self, total_s: float, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self.deadline = clock() + total_s
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - self._clock())
+
+
+class Breaker:
+    """Opens after a failure; while open, :meth:`allow` is False until ``cooldown_s`` passed,
+    then one trial call is allowed (half-open): its success closes the breaker, its failure
+    opens it again. Thread-safe."""
+
+    def __init__(self, cooldown_s: float, clock: Callable[[], float] = time.monotonic):
+        self._cooldown_s = cooldown_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._open_until: float | None = None
+        self._trial_running = False
+
+    @property
+    def is_open(self) -> bool:
+        return self._open_until is not None
+
+    def allow(self) -> bool:
+        with self._lock:
+            if self._open_until is None:
+                return True
+            if self._trial_running or self._clock() < self._open_until:
+                return False
+            self._trial_running = True
+            return True
+
+    def success(self) -> None:
+        with self._lock:
+            self._open_until = None
+            self._trial_running = False
+
+    def failure(self) -> None:
+        with self._lock:
+            self._open_until = self._clock() + self._cooldown_s
+            self._trial_running = False
+
+
+class Guard:
+    """Runs dependency calls with a budgeted timeout, a breaker, a timer and error mapping.
+
+    Parameters
+    ----------
+    caps : mapping of dependency name to seconds
+        Each dependency's own timeout; a call never gets more than this.
+    errors : mapping of dependency name to exception types
+        What counts as that dependency being down. Anything else propagates (a bug).
+    """
+
+    def __init__(
+        self,
+        caps: Mapping[str, float],
+        errors: Mapping[str, tuple[type[BaseException], ...]],
+        metrics: Metrics,
+        cooldown_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._caps = dict(caps)
+        self._errors = dict(errors)
+        self._metrics = metrics
+        self.breakers = {name: Breaker(cooldown_s, clock) for name in caps}
+
+    def call(
+        self, dependency: str, budget: Budget, fn: Callable[[float], T], reserve_s: float = 0.0
+    ) -> T:
+        """Return ``fn(timeout_s)`` or raise :class:`DependencyDown`."""
+        timeout_s = min(self._caps[dependency], budget.remaining() - reserve_s)
+        if timeout_s < MIN_CALL_S:
+            raise DependencyDown(dependency, "no time left in the request budget")
+        breaker = self.breakers[dependency]
+        if not breaker.allow():
+            raise DependencyDown(dependency, "circuit open after a recent failure")
+        started = time.perf_counter()
+        try:
+            value = fn(timeout_s)
+        except self._errors[dependency] as exc:
+            breaker.failure()
+            log.warning("%s call failed: %s", dependency, exc)
+            raise DependencyDown(dependency, str(exc) or type(exc).__name__) from exc
+        except BaseException:
+            breaker.success()  # not an outage: let the next call through
+            raise
+        finally:
+            self._metrics.timing(
+                f"api.dependency.{dependency}.ms", (time.perf_counter() - started) * 1000.0
+            )
+        breaker.success()
+        return value
