@@ -179,6 +179,10 @@ class TrainerSettings:
     eval_window: int = setting("TRAINER_EVAL_WINDOW", 2000, _parse_positive_int)
     snapshot_interval_s: float = setting("TRAINER_SNAPSHOT_INTERVAL_S", 30.0, _parse_positive_float)
     snapshots_kept: int = setting("TRAINER_SNAPSHOTS_KEPT", 3, _parse_positive_int)
+    # "" → <models_dir>/trainer_status.json; the heartbeat file ("" = none) is touched from
+    # the poll loop, also while idle, for the container healthcheck.
+    status_file: str = setting("TRAINER_STATUS_FILE", "", str)
+    heartbeat_file: str = setting("TRAINER_HEARTBEAT_FILE", "", str)
 
 
 @dataclass(frozen=True)
