@@ -28,6 +28,7 @@ USER 10001:10001
 EXPOSE 8081
 HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
   CMD ["python", "/usr/local/bin/recsys-healthcheck", "http", "RECSYS_FAISS_PORT", "8081", "/healthz"]
-# Every worker holds the whole index and tails `item-vectors` itself, so no --preload: the Kafka
-# consumer must be created after the fork. WEB_CONCURRENCY (gunicorn's own variable) sets workers.
-CMD ["sh", "-c", "exec gunicorn --bind 0.0.0.0:${RECSYS_FAISS_PORT} --workers ${WEB_CONCURRENCY:-2} --timeout 60 --graceful-timeout 20 --access-logfile - services.faiss_app.wsgi:app"]
+# services/faiss_app/gunicorn.conf.py binds RECSYS_FAISS_PORT, runs RECSYS_FAISS_WORKERS workers
+# without preload (each worker builds its own index and Kafka follower after the fork) and
+# starts/stops the follower thread in its worker hooks.
+CMD ["gunicorn", "-c", "services/faiss_app/gunicorn.conf.py", "--access-logfile", "-", "services.faiss_app.wsgi:app"]
