@@ -664,6 +664,11 @@ def test_dashboard_covers_the_platform() -> None:
     assert used <= set(CATALOGUE)
 
 
+def test_every_catalogue_metric_has_a_panel() -> None:
+    missing = sorted(set(CATALOGUE) - set(dashboard_metrics()))
+    assert not missing, f"add a target for these to grafana/dashboards/recsys.json: {missing}"
+
+
 @pytest.mark.parametrize(
     ("path", "name", "kind", "stat"),
     [
