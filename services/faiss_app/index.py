@@ -67,13 +67,20 @@ class VectorIndex:
 
     @classmethod
     def build(cls, params: IndexParams, vectors: np.ndarray, seed: int = 1234) -> VectorIndex:
-        """Build and fill an index from ``vectors``, float32 of shape (n, dim).
-
-        IVF trains its k-means cells on a sample of ``vectors`` (at most 64 per cell), so an
-        empty ``vectors`` can only build the exact index.
-        """
+        """Build and fill an index from ``vectors``, float32 of shape (n, dim)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        n, dim = vectors.shape
+        built = cls.create(params, vectors, seed)
+        built.add(vectors)
+        return built
+
+    @classmethod
+    def create(cls, params: IndexParams, training: np.ndarray, seed: int = 1234) -> VectorIndex:
+        """An empty index for vectors like ``training`` (float32 (n, dim)).
+
+        IVF trains its k-means cells on a sample of ``training`` (at most 64 points per cell;
+        nlist 0 means 4·√n), so an empty ``training`` can only make the exact index.
+        """
+        n, dim = training.shape
         extra: dict[str, Any] = {}
         index: faiss.Index
         if params.kind == FLAT or n == 0:
@@ -89,8 +96,8 @@ class VectorIndex:
             index.cp.min_points_per_centroid = max(1, min(39, n // nlist))  # small catalogs
             sample_size = min(n, IVF_TRAIN_POINTS_PER_CELL * nlist)
             rng = np.random.default_rng(seed)
-            sample = vectors[np.sort(rng.choice(n, sample_size, replace=False))]
-            index.train(sample)
+            rows = np.sort(rng.choice(n, sample_size, replace=False))
+            index.train(np.ascontiguousarray(training[rows], dtype=np.float32))
             index.make_direct_map(True)  # reconstruct() for rebuilds and /v1/similar
             index.nprobe = params.nprobe
             extra["quantizer"] = quantizer  # the IVF index does not own it: keep it alive
@@ -107,9 +114,7 @@ class VectorIndex:
             )
         else:
             raise ValueError(f"unknown index kind {params.kind!r}")
-        built = cls(params, dim, index, extra)
-        built.add(vectors)
-        return built
+        return cls(params, dim, index, extra)
 
     @property
     def ntotal(self) -> int:

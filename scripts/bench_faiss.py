@@ -1,0 +1,352 @@
+"""Benchmark faiss_app's index layer: latency, throughput, recall@10 and memory.
+
+For each size × dimension × index type it builds :class:`services.faiss_app.index.VectorIndex`
+(the code the service runs) over clustered synthetic vectors, then measures
+
+- single-query latency (p50, p99) and batched latency (p50, p99 per batch) and queries/s;
+- recall@10 against the exact index (IndexFlatIP) on the same queries;
+- memory: index bytes per vector (faiss' own size of the structure) and the process RSS delta.
+
+The exact index is always measured first at each size and dimension (its answers are the
+ground truth). Builds run in chunks with a progress bar; one that passes --max-build-seconds
+is abandoned and reported as such (with the rate it reached), never silently dropped.
+
+Example: python -m scripts.bench_faiss --sizes 1000000 --dims 32,64
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from tqdm import tqdm
+
+from services.faiss_app.index import FLAT, IndexParams, VectorIndex
+
+ADD_CHUNK = 50_000
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process, from /proc (Linux)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def clustered(n: int, dim: int, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
+    """float32 (n, dim) around ``n_clusters`` Gaussian centres of varied spread, plus a
+    bias-like last component (popularity), generated in chunks to bound peak memory."""
+    centres = rng.normal(size=(n_clusters, dim)).astype(np.float32)
+    spread = rng.uniform(0.2, 0.7, size=n_clusters).astype(np.float32)
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 1_000_000):
+        stop = min(n, start + 1_000_000)
+        which = rng.integers(0, n_clusters, stop - start)
+        noise = rng.standard_normal(size=(stop - start, dim), dtype=np.float32)
+        out[start:stop] = centres[which] + spread[which, None] * noise
+    out[:, -1] = rng.normal(0.0, 0.5, size=n).astype(np.float32)
+    return out
+
+
+def queries_like(items: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Queries near random items (users near the clusters they engage with), with the last
+    component 1.0 as in the serving contract."""
+    rows = rng.integers(0, len(items), count)
+    q = items[rows] + 0.3 * rng.standard_normal(size=(count, items.shape[1]), dtype=np.float32)
+    q[:, -1] = 1.0
+    return np.ascontiguousarray(q, dtype=np.float32)
+
+
+def percentiles_ms(samples: list[float]) -> tuple[float, float]:
+    arr = np.asarray(samples) * 1000.0
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+def build(
+    params: IndexParams, items: np.ndarray, max_build_s: float, label: str
+) -> tuple[VectorIndex | None, float, float]:
+    """(index or None if abandoned, train seconds, add seconds or seconds until abandoned)."""
+    started = time.perf_counter()
+    index = VectorIndex.create(params, items)
+    trained = time.perf_counter() - started
+    added_at = time.perf_counter()
+    with tqdm(total=len(items), desc=f"add {label}", unit="vec", unit_scale=True) as bar:
+        for start in range(0, len(items), ADD_CHUNK):
+            index.add(items[start : start + ADD_CHUNK])
+            bar.update(min(ADD_CHUNK, len(items) - start))
+            if time.perf_counter() - started > max_build_s and start + ADD_CHUNK < len(items):
+                return None, trained, time.perf_counter() - added_at
+    return index, trained, time.perf_counter() - added_at
+
+
+def measure(
+    index: VectorIndex,
+    queries: np.ndarray,
+    k: int,
+    batch: int,
+    single: int,
+    max_latency_s: float,
+) -> dict[str, Any]:
+    single_times: list[float] = []
+    budget_end = time.perf_counter() + max_latency_s
+    for row in range(min(single, len(queries))):
+        t0 = time.perf_counter()
+        index.search(queries[row : row + 1], k)
+        single_times.append(time.perf_counter() - t0)
+        if time.perf_counter() > budget_end and len(single_times) >= 20:
+            break
+    batch_times: list[float] = []
+    labels = []
+    for start in range(0, len(queries), batch):
+        t0 = time.perf_counter()
+        _, found = index.search(queries[start : start + batch], k)
+        batch_times.append(time.perf_counter() - t0)
+        labels.append(found)
+    s50, s99 = percentiles_ms(single_times)
+    b50, b99 = percentiles_ms(batch_times)
+    return {
+        "single_p50_ms": s50,
+        "single_p99_ms": s99,
+        "single_queries": len(single_times),
+        "single_qps": len(single_times) / sum(single_times),
+        "batch_p50_ms": b50,
+        "batch_p99_ms": b99,
+        "batch_qps": len(queries) / sum(batch_times),
+        "labels": np.vstack(labels),
+    }
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    faiss.omp_set_num_threads(args.threads)
+    rows: list[dict[str, Any]] = []
+    for n in args.sizes:
+        for dim in args.dims:
+            rng = np.random.default_rng(args.seed)
+            t0 = time.perf_counter()
+            items = clustered(n, dim, args.clusters, rng)
+            queries = queries_like(items, args.queries, rng)
+            tqdm.write(f"data n={n:,} dim={dim}: {time.perf_counter() - t0:.1f}s")
+            truth: np.ndarray | None = None
+            for kind in [FLAT] + [t for t in args.types if t != FLAT]:
+                label = f"{kind} n={n:,} d={dim}"
+                params = IndexParams(
+                    kind,
+                    nlist=args.nlist,
+                    nprobe=args.nprobe,
+                    hnsw_m=args.hnsw_m,
+                    ef_search=args.ef_search,
+                    ef_construction=args.ef_construction,
+                )
+                gc.collect()
+                rss_before = rss_bytes()
+                index, train_s, add_s = build(params, items, args.max_build_seconds, label)
+                row: dict[str, Any] = {"n": n, "dim": dim, "type": kind, "train_s": train_s}
+                if index is None:
+                    row.update(
+                        status="abandoned",
+                        add_s=add_s,
+                        note=f"build passed --max-build-seconds={args.max_build_seconds}",
+                    )
+                    tqdm.write(f"{label}: abandoned after {train_s + add_s:.0f}s")
+                    rows.append(row)
+                    gc.collect()
+                    continue
+                rss_after = rss_bytes()
+                stats = measure(
+                    index, queries, args.k, args.batch, args.single_queries, args.latency_seconds
+                )
+                found = stats.pop("labels")
+                if kind == FLAT:
+                    truth = found
+                index_bytes = faiss.serialize_index(index._index).nbytes if args.exact_bytes else 0
+                row.update(
+                    status="ok",
+                    params=index.describe(),
+                    add_s=add_s,
+                    build_s=train_s + add_s,
+                    recall_at_10=_recall(found, truth) if truth is not None else None,
+                    rss_delta_bytes=rss_after - rss_before,
+                    rss_bytes_per_vector=(rss_after - rss_before) / n,
+                    index_bytes_per_vector=index_bytes / n if index_bytes else None,
+                    **stats,
+                )
+                rows.append(row)
+                tqdm.write(_line(row))
+                del index
+                gc.collect()
+            del items, queries
+            gc.collect()
+    return [r for r in rows if r["type"] in args.types]
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    hits = [len(set(f.tolist()) & set(t.tolist())) / k for f, t in zip(found, truth, strict=True)]
+    return float(np.mean(hits))
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+COLUMNS = [
+    ("n", "items", 0),
+    ("dim", "dim", 0),
+    ("type", "index", 0),
+    ("build_s", "build s", 1),
+    ("single_p50_ms", "1q p50 ms", 3),
+    ("single_p99_ms", "1q p99 ms", 3),
+    ("batch_p50_ms", "batch p50 ms", 2),
+    ("batch_p99_ms", "batch p99 ms", 2),
+    ("batch_qps", "batch q/s", 0),
+    ("recall_at_10", "recall@10", 3),
+    ("index_bytes_per_vector", "index B/vec", 1),
+    ("rss_bytes_per_vector", "RSS B/vec", 1),
+]
+
+
+def _line(row: dict[str, Any]) -> str:
+    return " | ".join(f"{title}={_fmt(row.get(key), d)}" for key, title, d in COLUMNS)
+
+
+def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    head = "| " + " | ".join(title for _, title, _ in COLUMNS) + " | status |"
+    rule = "|" + "---|" * (len(COLUMNS) + 1)
+    body = []
+    for row in rows:
+        cells = [_fmt(row.get(key), d) for key, _, d in COLUMNS]
+        status = row["status"] if row["status"] == "ok" else f"{row['status']}: {row['note']}"
+        body.append("| " + " | ".join(cells) + f" | {status} |")
+    notes = [
+        "",
+        f"Command: `{meta['command']}`",
+        f"Machine: {meta['machine']}, {meta['cpus']} CPUs, faiss {meta['faiss']}, "
+        f"{meta['threads']} OpenMP threads; batch = {meta['batch']} queries; k = {meta['k']}; "
+        f"{meta['queries']} queries; clustered data ({meta['clusters']} clusters).",
+        "Recall@10 is against the exact IndexFlatIP answers on the same queries. "
+        "index B/vec = size of faiss' serialized structure / n; RSS B/vec = process RSS "
+        "growth while building / n (includes allocator slack and IVF training buffers).",
+    ]
+    return "\n".join([head, rule, *body, *notes]) + "\n"
+
+
+def _int_list(raw: str) -> list[int]:
+    return [int(float(x)) for x in raw.split(",") if x]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--sizes",
+        type=_int_list,
+        default=[1_000_000, 10_000_000],
+        help="comma-separated item counts",
+    )
+    parser.add_argument(
+        "--dims", type=_int_list, default=[32, 64], help="comma-separated vector dimensions"
+    )
+    parser.add_argument(
+        "--types",
+        type=lambda s: s.split(","),
+        default=["flat", "ivf", "hnsw"],
+        help="index types to measure (flat always runs: it is the ground truth)",
+    )
+    parser.add_argument("--k", type=int, default=10, help="results per query")
+    parser.add_argument(
+        "--queries", type=int, default=1000, help="queries for batched latency and recall"
+    )
+    parser.add_argument(
+        "--single-queries",
+        type=int,
+        default=300,
+        help="queries for single-query latency (capped by --latency-seconds)",
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=20.0,
+        help="time budget of the single-query loop per index",
+    )
+    parser.add_argument("--batch", type=int, default=64, help="queries per batched search")
+    parser.add_argument("--clusters", type=int, default=1024, help="clusters in the data")
+    parser.add_argument("--nlist", type=int, default=0, help="IVF cells (0: 4*sqrt(n))")
+    parser.add_argument("--nprobe", type=int, default=16, help="IVF cells probed per query")
+    parser.add_argument("--hnsw-m", type=int, default=32, help="HNSW links per node")
+    parser.add_argument("--ef-search", type=int, default=128, help="HNSW efSearch")
+    parser.add_argument("--ef-construction", type=int, default=80, help="HNSW efConstruction")
+    parser.add_argument(
+        "--max-build-seconds",
+        type=float,
+        default=900.0,
+        help="abandon (and report) a build that takes longer than this",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="FAISS OpenMP threads"
+    )
+    parser.add_argument(
+        "--no-exact-bytes",
+        dest="exact_bytes",
+        action="store_false",
+        help="skip serializing each index to measure its size",
+    )
+    parser.add_argument("--seed", type=int, default=7, help="random seed")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports/bench_faiss.json"),
+        help="JSON output; a .md table is written beside it",
+    )
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="add these rows to an existing --out instead of replacing it",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    started = time.time()
+    rows = run(args)
+    meta = {
+        "command": "python -m scripts.bench_faiss "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "faiss": faiss.__version__,
+        "threads": args.threads,
+        "batch": args.batch,
+        "k": args.k,
+        "queries": args.queries,
+        "clusters": args.clusters,
+        "seconds": round(time.time() - started, 1),
+    }
+    runs = [{"meta": meta, "rows": rows}]
+    if args.append and args.out.exists():
+        runs = json.loads(args.out.read_text())["runs"] + runs
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"runs": runs}, indent=2))
+    table = "\n".join(markdown(r["rows"], r["meta"]) for r in runs)
+    args.out.with_suffix(".md").write_text("# faiss_app index benchmark\n\n" + table)
+    print(markdown(rows, meta))
+
+
+if __name__ == "__main__":
+    main()
