@@ -1,0 +1,428 @@
+"""The trainer's consume loop: micro-batches in, model updates and published state out.
+
+Durability protocol (at-least-once, "commit at snapshot time"):
+
+1. Each micro-batch is validated (malformed → ``interactions.dlq``), evaluated then learned
+   (:class:`Learner`), and its effects are published at once: changed users' query vectors
+   to MongoDB, changed item vectors to ``item-vectors``, seen lists and popularity to Redis.
+   Nothing is committed to Kafka yet: the only durable copy of the model is the last snapshot.
+2. Every ``snapshot_interval_s`` (and on SIGTERM/SIGINT, on partition revocation and at the
+   end), the producer is flushed (vectors and dead letters acknowledged), a snapshot is written
+   atomically with the ``interactions`` next-offsets it reflects and the ``item-vectors``
+   next-offsets it already contains, and only then are those ``interactions`` offsets
+   committed synchronously, as explicit offsets.
+3. At start (and on every assignment) the consumer is positioned at the offsets of the model
+   in memory, i.e. those of the snapshot it was loaded from (absent partition = from the
+   beginning), not at the group's committed offsets. So after ``kill -9`` at any moment the
+   trainer reloads the last snapshot and replays everything after it: each event is reflected
+   in the model at least once. The replayed batches are published again: MongoDB and
+   item-vectors are overwritten by the newer vectors (idempotent), while Redis popularity and
+   ``users.n_events`` count the replayed events twice ("idempotent enough").
+   The committed offsets are what the group and lag dashboards see; if a commit is lost after a
+   snapshot, the snapshot's offsets still win.
+4. Within one process a message whose offset is below the model's position for its partition is
+   skipped, so a rebalance that revokes and re-assigns a partition never learns an event twice.
+
+One trainer owns one model: run a single replica (extra group members are standbys that share
+the partitions but not the model; see the README of the deploy).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+from confluent_kafka import Consumer as KafkaConsumer
+
+from services.incremental_trainer.learner import ITEMS, USERS, BatchResult, Learner
+from services.incremental_trainer.publisher import StatePublisher, VectorPublisher
+from services.incremental_trainer.status import StatusFile
+from shared.config import Settings
+from shared.events import InvalidEvent, parse
+from shared.kafka import (
+    DeadLetterPublisher,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    poll_batches,
+)
+from shared.metrics import Metrics
+from shared.model.checkpoint import save_snapshot
+from shared.storage import mongo, redis_store
+
+log = logging.getLogger(__name__)
+
+# Logical topic names of the snapshot manifest's "offsets" (docs/CONTRACTS.md).
+INTERACTIONS = "interactions"
+ITEM_VECTORS = "item-vectors"
+STATUS_EVERY_S = 1.0
+LAG_EVERY_S = 2.0
+
+
+class _TickingConsumer:
+    """Delegates ``consume`` to the real consumer after calling ``tick`` (heartbeat, idle work).
+
+    ``poll_batches`` calls ``consume`` in every loop turn, also when the topic is idle, so the
+    tick proves the loop is alive and lets idle time be used for a pending snapshot.
+    """
+
+    def __init__(self, consumer: KafkaConsumer, tick: Callable[[], None]) -> None:
+        self._consumer = consumer
+        self._tick = tick
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
+        self._tick()
+        return self._consumer.consume(num_messages=num_messages, timeout=timeout)
+
+
+class Trainer:
+    """Consumes ``interactions`` as a group member and keeps the model and its outputs current.
+
+    Parameters
+    ----------
+    settings : Settings
+    learner : Learner, optional
+        Defaults to one loaded from ``models/LATEST`` (or an empty model).
+    metrics : Metrics, optional
+    clock : callable, optional
+        Wall clock in seconds (``time.time``), swappable for tests.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        learner: Learner | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        kafka = settings.kafka
+        self.topic = kafka.interactions_topic
+        self.learner = learner or Learner.from_settings(
+            settings.model, settings.trainer, settings.redis
+        )
+        self.metrics = metrics or Metrics(settings.statsd)
+        self.clock = clock
+        self.stop = threading.Event()
+        self.models_dir = Path(settings.model.models_dir)
+
+        offsets = self.learner.state.offsets
+        interactions = offsets.get(INTERACTIONS, offsets.get(self.topic)) or {}
+        vectors = offsets.get(ITEM_VECTORS, offsets.get(kafka.item_vectors_topic)) or {}
+        # Next offset per interactions partition already reflected in the in-memory model.
+        self.positions: dict[int, int] = {int(p): int(o) for p, o in interactions.items()}
+        self.snapshot_positions = dict(self.positions)
+        self.base_vector_offsets = {str(p): int(o) for p, o in vectors.items()}
+        self.assigned: set[int] = set()
+
+        ensure_topics(kafka)
+        self.producer = make_producer(kafka)
+        self.dead_letters = DeadLetterPublisher(self.producer, kafka.dead_letter_topic)
+        self.vectors = VectorPublisher(
+            self.producer, kafka.item_vectors_topic, kafka.delivery_timeout_ms / 1000.0 + 5.0
+        )
+        self.state = StatePublisher(
+            mongo.connect(settings.mongo), redis_store.connect(settings.redis), settings.redis
+        )
+        self.consumer = make_consumer(kafka, kafka.trainer_group_id)
+        status_path = settings.trainer.status_file or str(self.models_dir / "trainer_status.json")
+        self.status = StatusFile(Path(status_path))
+        self.heartbeat = (
+            Path(settings.trainer.heartbeat_file) if settings.trainer.heartbeat_file else None
+        )
+
+        self.counters: dict[str, Any] = {
+            "events": 0,
+            "dlq": 0,
+            "batches": 0,
+            "skipped": 0,
+            "snapshots": 0,
+            "growths": {USERS: 0, ITEMS: 0},
+            "replayed_from": dict(self.positions),
+        }
+        self.last_snapshot: dict[str, Any] = {"version": self.learner.state.version, "at": None}
+        self.last_snapshot_at = time.monotonic()
+        self.last_status_at = 0.0
+        self.last_lag_at = 0.0
+        self.lag: int | None = None
+        self.freshness_ms: float | None = None
+        self.started_at = clock()
+        self._known_users: set[str] = set()
+        self._seed_popularity()
+
+    # ------------------------------------------------------------------ start-up
+    def _seed_popularity(self) -> None:
+        """Start the in-process popularity from Redis ``popular`` (it survives restarts)."""
+        try:
+            entries, ref = self.state.load_popularity()
+        except Exception as exc:  # noqa: BLE001 - a cold baseline is acceptable
+            log.warning("could not read popularity from Redis: %s", exc)
+            return
+        if ref is None or not entries:
+            return
+        item_map = self.learner.state.item_map
+        pairs = [(item_map.row(i, create=False), s) for i, s in entries]  # type: ignore[attr-defined]
+        known = [(r, s) for r, s in pairs if r is not None]
+        self.learner.popularity.load([r for r, _ in known], [s for _, s in known], ref)
+        log.info("popularity seeded from Redis with %d items", len(known))
+
+    # ------------------------------------------------------------------ rebalance
+    def _on_assign(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            tp.offset = self.positions.get(tp.partition, OFFSET_BEGINNING)
+            self.assigned.add(tp.partition)
+        consumer.assign(partitions)
+        log.info(
+            "assigned %s partitions %s at %s",
+            self.topic,
+            sorted(tp.partition for tp in partitions),
+            {tp.partition: tp.offset for tp in partitions},
+        )
+
+    def _on_revoke(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
+        # Make what we learned from these partitions durable and commit it while we still own
+        # them; whoever gets them next resumes exactly after.
+        log.info("revoking partitions %s", sorted(tp.partition for tp in partitions))
+        if self.dirty:
+            self.snapshot("revoke")
+        for tp in partitions:
+            self.assigned.discard(tp.partition)
+
+    def _on_lost(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
+        # Ownership is already gone: committing now could overwrite the new owner's progress.
+        log.warning("lost partitions %s", sorted(tp.partition for tp in partitions))
+        for tp in partitions:
+            self.assigned.discard(tp.partition)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> None:
+        """Consume until :attr:`stop` is set, then flush, snapshot, commit and close."""
+        trainer = self.settings.trainer
+        self.consumer.subscribe(
+            [self.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        if not self.learner.state.loaded_from_snapshot:
+            self.snapshot("initial")  # gives faiss_app and the recommender a version to load
+        log.info("trainer consuming %s as %s", self.topic, self.settings.kafka.trainer_group_id)
+        try:
+            batches = poll_batches(
+                _TickingConsumer(self.consumer, self._tick),  # type: ignore[arg-type]
+                trainer.batch_max_events,
+                trainer.batch_max_ms / 1000.0,
+                self.stop,
+            )
+            for batch in batches:
+                self.process(batch)
+                if time.monotonic() - self.last_snapshot_at >= trainer.snapshot_interval_s:
+                    self.snapshot("interval")
+            if self.dirty:
+                self.snapshot("shutdown")
+        finally:
+            self.write_status("stopped")
+            self.consumer.close()
+            log.info("trainer stopped after %d events", self.counters["events"])
+
+    @property
+    def dirty(self) -> bool:
+        """True when the model holds events that the last snapshot does not."""
+        return self.positions != self.snapshot_positions
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if now - self.last_status_at >= STATUS_EVERY_S:
+            self.write_status("running")
+        if self.dirty and now - self.last_snapshot_at >= self.settings.trainer.snapshot_interval_s:
+            self.snapshot("idle")
+
+    def process(self, batch: list[Message]) -> BatchResult:
+        """Validate, evaluate, learn and publish one micro-batch."""
+        started = time.perf_counter()
+        events = []
+        produced_ms: list[int] = []
+        new_positions: dict[int, int] = {}
+        for msg in batch:
+            part, offset = msg.partition(), msg.offset()
+            if part not in self.assigned or offset < self.positions.get(part, 0):
+                self.counters["skipped"] += 1  # revoked meanwhile, or learned already
+                continue
+            new_positions[part] = max(new_positions.get(part, 0), offset + 1)
+            try:
+                event = parse(msg.value())
+            except InvalidEvent as exc:
+                self.dead_letters.publish(msg, str(exc))
+                self.counters["dlq"] += 1
+                self.metrics.incr("trainer.dlq")
+                log.info("dead-lettered %s[%d]@%d: %s", msg.topic(), part, offset, exc)
+                continue
+            events.append(event)
+            kind, stamp = msg.timestamp()
+            produced_ms.append(stamp if kind and stamp > 0 else event.ts)
+
+        self._load_seen([e.user_id for e in events])
+        result = self.learner.learn(events)
+        publish_started = time.perf_counter()
+        self.publish(result)
+        done_ms = self.clock() * 1000.0
+        self.positions.update(new_positions)
+
+        model = self.learner.state.model
+        self.counters["events"] += len(events)
+        self.counters["batches"] += 1
+        self.metrics.incr("trainer.events", len(events))
+        self.metrics.gauge("trainer.batch_size", len(events))
+        self.metrics.timing("trainer.publish_ms", (time.perf_counter() - publish_started) * 1000)
+        if produced_ms:
+            self.freshness_ms = max(0.0, done_ms - min(produced_ms))
+            self.metrics.timing("trainer.freshness_ms", self.freshness_ms)
+        for growth in result.growths:
+            self.counters["growths"][growth.table] += 1
+            self.metrics.incr(f"trainer.growth.{growth.table}")
+        self.metrics.gauge("trainer.capacity.users", model.user_capacity)
+        self.metrics.gauge("trainer.capacity.items", model.item_capacity)
+        if result.tested:
+            figures = self.learner.evaluator.figures()
+            self.metrics.gauge("trainer.prequential.recall_at_10", figures.recall)
+            self.metrics.gauge("trainer.prequential.precision_at_10", figures.precision)
+            self.metrics.gauge(
+                "trainer.prequential.popularity_recall_at_10", figures.popularity_recall
+            )
+        self._report_lag()
+        self.metrics.timing("trainer.batch_ms", (time.perf_counter() - started) * 1000)
+        return result
+
+    def _load_seen(self, user_ids: list[str]) -> None:
+        """Seen lists of users this process has not met yet, so evaluation excludes them."""
+        fresh = [u for u in dict.fromkeys(user_ids) if u not in self._known_users]
+        if not fresh:
+            return
+        self._known_users.update(fresh)
+        for user_id, items in self.state.load_seen(fresh).items():
+            self.learner.remember_seen(user_id, items)
+
+    def publish(self, result: BatchResult) -> None:
+        """Write the batch's changed vectors and Redis state (synchronously, except Kafka)."""
+        state = self.learner.state
+        model, version = state.model, state.version
+        if result.item_rows:
+            pairs = self.learner.item_ids_of_rows(sorted(result.item_rows))
+            if pairs:
+                vectors = model.item_vectors(np.array([r for _, r in pairs], dtype=np.int64))
+                self.vectors.publish(
+                    ((i, v) for (i, _), v in zip(pairs, vectors, strict=True)), version
+                )
+        if result.user_events:
+            user_ids = list(result.user_events)
+            rows = state.user_map.rows(user_ids, create=False)  # type: ignore[attr-defined]
+            queries = model.query_vectors(rows)
+            self.state.users(
+                ((u, q, result.user_events[u]) for u, q in zip(user_ids, queries, strict=True)),
+                version,
+            )
+            self.state.redis(result.seen, result.popularity, result.ts_ms)
+        self.producer.poll(0)
+
+    # ------------------------------------------------------------------ durability
+    def snapshot(self, reason: str) -> str:
+        """Flush, write a snapshot with the offsets it reflects, then commit those offsets."""
+        started = time.perf_counter()
+        delivered = self.vectors.flush()  # raises if a vector or a dead letter was not acked
+        if self.dead_letters.failures:
+            raise RuntimeError(f"{self.dead_letters.failures} dead-letter deliveries failed")
+        vector_offsets = {**self.base_vector_offsets, **delivered}
+        positions = dict(self.positions)
+        state = self.learner.state
+        version = save_snapshot(
+            self.models_dir,
+            state.model,
+            state.user_map,  # type: ignore[arg-type]
+            state.item_map,  # type: ignore[arg-type]
+            offsets={
+                INTERACTIONS: {str(p): o for p, o in sorted(positions.items())},
+                ITEM_VECTORS: vector_offsets,
+            },
+            metrics={"prequential": self.learner.evaluator.figures().as_dict(), "reason": reason},
+            keep=self.settings.trainer.snapshots_kept,
+        )
+        state.version = version
+        self.snapshot_positions = positions
+        self.commit(positions)
+        self.last_snapshot_at = time.monotonic()
+        self.last_snapshot = {"version": version, "at": self.clock(), "reason": reason}
+        self.counters["snapshots"] += 1
+        elapsed = (time.perf_counter() - started) * 1000
+        self.metrics.timing("trainer.snapshot_ms", elapsed)
+        log.info("snapshot %s (%s) at %s in %.0f ms", version, reason, positions, elapsed)
+        return version
+
+    def commit(self, positions: dict[int, int]) -> None:
+        """Synchronously commit the offsets of ``positions`` for partitions this member owns."""
+        owned = [
+            TopicPartition(self.topic, p, o)
+            for p, o in sorted(positions.items())
+            if p in self.assigned
+        ]
+        if owned:
+            self.consumer.commit(offsets=owned, asynchronous=False)
+
+    # ------------------------------------------------------------------ observability
+    def _report_lag(self) -> None:
+        now = time.monotonic()
+        if now - self.last_lag_at < LAG_EVERY_S:
+            return
+        self.last_lag_at = now
+        lag = 0
+        for part in sorted(self.assigned):
+            low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(self.topic, part), cached=True
+            )
+            if high is None or high < 0:
+                continue
+            lag += max(0, high - max(self.positions.get(part, 0), low))
+        self.lag = lag
+        self.metrics.gauge("trainer.lag", lag)
+
+    def status_dict(self, state: str) -> dict[str, Any]:
+        model = self.learner.state.model
+        elapsed = max(1e-9, self.clock() - self.started_at)
+        return {
+            "state": state,
+            "pid": os.getpid(),
+            "updated_at": self.clock(),
+            "started_at": self.started_at,
+            "model_version": self.learner.state.version,
+            "last_snapshot": self.last_snapshot,
+            "events": self.counters["events"],
+            "events_per_s": round(self.counters["events"] / elapsed, 1),
+            "batches": self.counters["batches"],
+            "dlq": self.counters["dlq"],
+            "skipped": self.counters["skipped"],
+            "snapshots": self.counters["snapshots"],
+            "growths": self.counters["growths"],
+            "users": len(self.learner.state.user_map),  # type: ignore[arg-type]
+            "items": len(self.learner.state.item_map),  # type: ignore[arg-type]
+            "capacity": {USERS: model.user_capacity, ITEMS: model.item_capacity},
+            "positions": {str(p): o for p, o in sorted(self.positions.items())},
+            "assigned": sorted(self.assigned),
+            "lag": self.lag,
+            "freshness_ms": self.freshness_ms,
+            "prequential": self.learner.evaluator.figures().as_dict(),
+        }
+
+    def write_status(self, state: str) -> None:
+        self.last_status_at = time.monotonic()
+        try:
+            self.status.write(self.status_dict(state))
+            if self.heartbeat is not None:
+                self.heartbeat.touch()
+        except OSError as exc:
+            log.warning("could not write trainer status: %s", exc)
