@@ -4,8 +4,9 @@
 ``concat(h ⊙ p_u, 1)`` for users and ``concat(q_i, b_i)`` for items: their inner product is the
 logit minus the global bias, so ranking by it equals ranking by the score.
 
-Growth keeps every ``nn.Parameter`` object and swaps its ``.data`` for a larger tensor, so an
-optimizer built over ``model.parameters()`` still points at the live tensors. Stateless plain
+Growth keeps every ``nn.Parameter`` object and swaps in a larger tensor
+(``torch.utils.swap_tensors``), so an optimizer built over ``model.parameters()`` still points
+at the live tensors. Stateless plain
 SGD needs nothing more; an optimizer with per-parameter state (Adam, momentum) must call
 :func:`shared.model.optim.extend_optimizer_state` after a growth, which pads that state with
 zeros for the new rows (old rows keep their state).
@@ -187,11 +188,9 @@ class GMF(nn.Module):
             return False
         extra = target - capacity
         for table in tables:
-            table.data = torch.cat([table.data, self._new_rows(extra, table.shape[1])], dim=0)
-            table.grad = None
+            _swap(table, torch.cat([table.data, self._new_rows(extra, table.shape[1])], dim=0))
         for bias in biases:
-            bias.data = torch.cat([bias.data, torch.zeros(extra, dtype=bias.dtype)], dim=0)
-            bias.grad = None
+            _swap(bias, torch.cat([bias.data, torch.zeros(extra, dtype=bias.dtype)], dim=0))
         return True
 
     def _new_rows(self, n: int, d: int) -> torch.Tensor:
@@ -235,6 +234,16 @@ class GMF(nn.Module):
             model.h.data = torch.from_numpy(h.copy())
             model.global_bias.data = torch.tensor(float(arrays["global_bias"]), dtype=torch.float32)
         return model
+
+
+def _swap(param: nn.Parameter, data: torch.Tensor) -> None:
+    """Give ``param`` new (larger) data in place, keeping the Python object.
+
+    ``torch.utils.swap_tensors`` swaps the whole tensor, autograd metadata included: a plain
+    ``param.data = ...`` would keep autograd's cached shape and break the next backward.
+    """
+    torch.utils.swap_tensors(param, nn.Parameter(data, requires_grad=param.requires_grad))
+    param.grad = None
 
 
 def _as_index(rows: np.ndarray | torch.Tensor) -> torch.Tensor:
