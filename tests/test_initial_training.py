@@ -1,0 +1,77 @@
+"""scripts/initial_training against the real local MongoDB and Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scripts import generate_data, initial_training
+from shared import snapshots
+from shared.config import Settings
+from shared.model.checkpoint import load_snapshot
+from shared.storage import mongo, redis_store
+
+
+def test_initial_training_writes_snapshot_stream_and_seeds_stores(
+    settings: Settings, stack_env: dict[str, str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key, value in stack_env.items():
+        if key.startswith("RECSYS_"):
+            monkeypatch.setenv(key, value)
+    data = tmp_path / "data"
+    assert generate_data.main(["--out", str(data), "--users", "60", "--items", "40",
+                               "--events", "1500", "--clusters", "4", "--seed", "5"]) == 0
+    code = initial_training.main(["--data-dir", str(data), "--dim", "8", "--epochs", "3",
+                                  "--no-progress", "--no-refit"])
+    assert code == 0
+
+    stream = pd.read_csv(data / "stream.csv")
+    assert 200 <= len(stream) <= 400 and list(stream.columns) == [
+        "user_id", "item_id", "event", "ts"]
+    models_dir = settings.model.models_dir
+    snap = load_snapshot(models_dir)
+    assert snapshots.read_latest(models_dir) == snap.version
+    assert snap.manifest["embedding_dim"] == 8 and "gmf" in snap.manifest["metrics"]
+    everything = pd.read_csv(data / "interactions.csv")
+    assert stream["ts"].min() > everything["ts"].iloc[len(everything) - len(stream) - 1]
+
+    db = mongo.connect(settings.mongo)
+    assert db[mongo.USERS].count_documents({}) == len(snap.user_map)
+    some_user = snap.user_map.ids[0]
+    doc = mongo.get_user(db, some_user)
+    assert doc is not None and doc["model_version"] == snap.version and doc["n_events"] > 0
+    expected = snap.model.query_vectors(snap.user_map.rows([some_user], create=False))[0]
+    np.testing.assert_allclose(doc["query_vector"], expected, rtol=1e-6)
+    assert db[mongo.ITEMS].count_documents({}) == 40
+    assert "category" in mongo.get_items(db, [snap.item_map.ids[0]])[snap.item_map.ids[0]]
+
+    r = redis_store.connect(settings.redis)
+    cached = redis_store.get_item_metadata(r, [snap.item_map.ids[0]])
+    assert cached[snap.item_map.ids[0]]["title"]
+    popular = redis_store.top_popular(r, 5)
+    assert len(popular) == 5 and all(item in snap.item_map for item, _ in popular)
+
+
+def test_no_seed_leaves_stores_untouched(
+    settings: Settings, stack_env: dict[str, str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key, value in stack_env.items():
+        if key.startswith("RECSYS_"):
+            monkeypatch.setenv(key, value)
+    csv = tmp_path / "events.csv"
+    rows = [f"u{u},i{(u * 3 + j) % 20},view,{1704067200000 + 1000 * (u * 10 + j)}"
+            for u in range(30) for j in range(8)]
+    csv.write_text("user_id,item_id,event,ts\n" + "\n".join(rows) + "\n")
+    code = initial_training.main(["--input", str(csv), "--dim", "4", "--epochs", "2",
+                                  "--no-progress", "--no-seed", "--no-eval",
+                                  "--stream-out", str(tmp_path / "stream.csv")])
+    assert code == 0
+    assert load_snapshot(settings.model.models_dir).manifest["n_items"] == 20
+    db = mongo.connect(settings.mongo)
+    assert db[mongo.USERS].count_documents({}) == 0
+    assert redis_store.connect(settings.redis).zcard(redis_store.POPULAR_KEY) == 0
