@@ -13,6 +13,8 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -414,6 +416,26 @@ def test_compose_runs_the_entry_points() -> None:
     for name, dockerfile in APP_SERVICES.items():
         assert services[name]["build"] == {"context": ".", "dockerfile": dockerfile}
         assert (REPO / dockerfile).is_file()
+
+
+def test_model_init_flags_exist() -> None:
+    # Each `python -m scripts.X --flag` in model-init's command is an option of that script.
+    init = "\n".join(load_compose()["services"]["model-init"]["command"])
+    calls = re.findall(r"python -m (scripts\.\w+)([^\n]*)", init)
+    assert {module for module, _ in calls} == {"scripts.generate_data", "scripts.initial_training"}
+    for module, args in calls:
+        if not (REPO / (module.replace(".", "/") + ".py")).is_file():
+            continue  # not written yet: the entry point test above holds the name
+        helptext = subprocess.run(
+            [sys.executable, "-m", module, "--help"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        for flag in re.findall(r"--[a-z][a-z0-9-]*", args):
+            assert flag in helptext, f"{module} has no {flag}"
 
 
 def test_compose_long_running_services_restart_and_have_healthchecks() -> None:
