@@ -7,6 +7,7 @@ some clients pointing elsewhere (a stopped server, another faiss_app) instead of
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,7 +62,11 @@ class Deps:
             "faiss": lambda: FaissClient(settings.faiss.url, settings.faiss.timeout_s),
             "producer": lambda: make_producer(
                 settings.kafka,
-                **{"message.timeout.ms": int(settings.recommender.publish_timeout_s * 1000)},
+                **{
+                    "message.timeout.ms": int(settings.recommender.publish_timeout_s * 1000),
+                    # librdkafka's own log lines go through logging (request ids, levels).
+                    "logger": logging.getLogger("services.recommender_app.kafka"),
+                },
             ),
             "metrics": lambda: Metrics(settings.statsd),
         }
@@ -76,4 +81,5 @@ class Deps:
         self.db.client.close()
         self.redis.close()
         self.faiss.close()
-        self.producer.flush(0)
+        self.producer.purge()
+        self.producer.close()
