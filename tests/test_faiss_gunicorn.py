@@ -107,6 +107,19 @@ def test_two_workers_serve_and_both_apply_live_updates(
         top = client.search(vectors[:1] * 10, 1)[0][0][0]
         assert top == "live-item"
 
+        # A reload answered by one worker reaches the other one too.
+        models_dir = Path(stack_env["RECSYS_MODELS_DIR"])
+        new = write_snapshot(models_dir, ["a", "b", "c"], vectors[:3])
+        assert client.reload()["model_version"] == new
+        versions: dict[int, str] = {}
+
+        def both_workers_reloaded() -> bool:
+            stats = requests.get(url + "/v1/stats", headers={"Connection": "close"}, timeout=2)
+            versions[stats.json()["pid"]] = stats.json()["model_version"]
+            return len(versions) == 2 and set(versions.values()) == {new}
+
+        wait_for(both_workers_reloaded, timeout_s=30, every_s=0.02)
+
 
 def test_client_raises_unavailable_when_nothing_listens() -> None:
     client = FaissClient(f"http://127.0.0.1:{free_port()}", timeout_s=0.5)

@@ -15,7 +15,8 @@ from typing import Any
 
 import falcon
 
-from services.faiss_app import resources
+from services.faiss_app import broadcast, resources
+from services.faiss_app.broadcast import ReloadWatcher
 from services.faiss_app.errors import (
     BadQuery,
     IndexNotReady,
@@ -47,16 +48,21 @@ class Runtime:
 
     service: IndexService
     follower: UpdateFollower | None = None
+    watcher: ReloadWatcher | None = None
     started: bool = field(default=False)
 
     def start(self) -> None:
-        """Start the background thread (idempotent); call after the worker has forked."""
+        """Start the background threads (idempotent); call after the worker has forked."""
         if not self.started:
             self.started = True
             if self.follower is not None:
                 self.follower.start()
+            if self.watcher is not None:
+                self.watcher.start()
 
     def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
         if self.follower is not None:
             self.follower.stop()
 
@@ -112,14 +118,17 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FaissApp:
         log.exception("could not load the latest snapshot; the follower will retry")
     follow = settings.faiss.follow_updates if deps.follow_updates is None else deps.follow_updates
     follower = UpdateFollower(service, settings.kafka, metrics) if follow else None
-    runtime = Runtime(service, follower)
+    shared = broadcast.SHARED  # set in the gunicorn master (gunicorn.conf.py), else None
+    watcher = broadcast.ReloadWatcher(service, shared) if shared is not None else None
+    runtime = Runtime(service, follower, watcher)
 
     app = FaissApp(middleware=[RequestContext(runtime, metrics)])
     app.runtime = runtime
     limits = settings.faiss
     app.add_route("/v1/search", resources.Search(service, limits, metrics))
     app.add_route("/v1/similar", resources.Similar(service, limits, metrics))
-    app.add_route("/v1/reload", resources.Reload(service, limits))
+    load = watcher.reload if watcher is not None else service.load
+    app.add_route("/v1/reload", resources.Reload(load, limits))
     app.add_route("/v1/stats", resources.Stats(service, follower))
     app.add_route("/healthz", resources.Health(service))
 

@@ -16,6 +16,13 @@ graceful_timeout = 15
 preload_app = False
 
 
+def on_starting(server):  # noqa: ANN001, ANN201
+    # Shared memory made before the fork: a reload in one worker reaches its siblings.
+    from services.faiss_app import broadcast
+
+    broadcast.install()
+
+
 def post_worker_init(worker):  # noqa: ANN001, ANN201 (gunicorn hook signature)
     runtime = getattr(worker.wsgi, "runtime", None)
     if runtime is not None:

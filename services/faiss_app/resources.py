@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Callable
 
 import falcon
 
+from services.faiss_app.catalog import Catalog
 from services.faiss_app.errors import IndexNotReady, NotAuthorized
 from services.faiss_app.follower import UpdateFollower
 from services.faiss_app.service import IndexService
@@ -43,8 +45,11 @@ class Similar:
 
 
 class Reload:
-    def __init__(self, service: IndexService, limits: FaissSettings):
-        self._service = service
+    """``load(version)`` is IndexService.load, or ReloadWatcher.reload under gunicorn (which
+    also makes the sibling workers load the same version)."""
+
+    def __init__(self, load: Callable[[str | None], Catalog], limits: FaissSettings):
+        self._load = load
         self._limits = limits
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -53,7 +58,7 @@ class Reload:
         if not hmac.compare_digest(given, expected):
             raise NotAuthorized("a valid admin bearer token is required")
         version = parse_version(read_json(req, self._limits.max_body_bytes, required=False))
-        catalog = self._service.load(version)
+        catalog = self._load(version)
         resp.media = {
             "model_version": catalog.version,
             "count": catalog.count,
