@@ -88,7 +88,7 @@ def _item_metadata(rng: np.random.Generator, cfg: SyntheticConfig, clusters: np.
     adjectives = rng.integers(0, len(_ADJECTIVES), size=cfg.n_items)
     nouns = rng.integers(0, len(_NOUNS), size=cfg.n_items)
     titles = [f"{_ADJECTIVES[a].title()} {names[c]} {_NOUNS[n]} {j}"
-              for j, (a, c, n) in enumerate(zip(adjectives, clusters, nouns))]
+              for j, (a, c, n) in enumerate(zip(adjectives, clusters, nouns, strict=True))]
     return pd.DataFrame({"item_id": item_ids, "title": titles,
                          "category": [names[c] for c in clusters], "price": prices})
 

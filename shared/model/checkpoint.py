@@ -66,7 +66,7 @@ def build_manifest(
 
     ``hash_buckets`` is the bucket count in hash mode and null in vocabulary mode.
     """
-    moment = created_at or dt.datetime.now(dt.timezone.utc)
+    moment = created_at or dt.datetime.now(dt.UTC)
     manifest: dict[str, Any] = {
         "version": version,
         "created_at": moment.isoformat().replace("+00:00", "Z"),
