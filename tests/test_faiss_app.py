@@ -179,3 +179,20 @@ def test_other_bad_input(client: falcon.testing.TestClient) -> None:
     for params in ({}, {"item_id": "item-1", "k": "0"}, {"item_id": "item-1", "k": "x"}):
         answer = client.simulate_get("/v1/similar", params=params)
         assert answer.status_code == 400 and answer.json["title"]
+
+
+def test_starts_without_a_snapshot_and_loads_the_first_one(
+    faiss_settings: Settings, items: tuple[list[str], np.ndarray]
+) -> None:
+    app = create_app(faiss_settings, Deps(metrics=Metrics(faiss_settings.statsd)))
+    client = falcon.testing.TestClient(app)  # the first request starts the follower
+    try:
+        waiting = client.simulate_get("/healthz")
+        assert waiting.status_code == 503 and waiting.json["title"]
+        assert search(client, items[1][:1]).status_code == 503
+        ids, vectors = items
+        version = write_snapshot(faiss_settings.model.models_dir, ids, vectors)
+        wait_for(lambda: client.simulate_get("/healthz").status_code == 200, timeout_s=15)
+        assert client.simulate_get("/v1/stats").json["model_version"] == version
+    finally:
+        app.runtime.stop()
