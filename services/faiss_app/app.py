@@ -90,7 +90,7 @@ class RequestContext:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
-        code = int(str(resp.status).split()[0]) if resp.status else 200
+        code = resp.status_code
         if code >= 400:
             self._metrics.incr(f"faiss.errors.{code}")
 
