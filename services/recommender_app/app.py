@@ -47,13 +47,14 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
             "faiss": settings.faiss.timeout_s,
         },
         errors={
-            "mongo": (PyMongoError, OSError),
+            "mongo": (PyMongoError, OSError),  # TimeoutError (hard deadline) is an OSError
             "redis": (RedisError, OSError),
             "faiss": (FaissError,),
         },
         metrics=deps.metrics,
         cooldown_s=rec.breaker_cooldown_s,
         clock=deps.clock,
+        hard_deadline={"mongo"},
     )
     publisher = EventPublisher(
         deps.producer, settings.kafka.interactions_topic, rec.publish_timeout_s, deps.clock

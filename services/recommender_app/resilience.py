@@ -5,10 +5,11 @@ is given ``min(its own timeout, what is left of the budget - a reserve)``, where
 keeps time for the fallback that follows a failure (popular items, metadata). A call that
 cannot get at least :data:`MIN_CALL_S` is not made at all.
 
-A breaker per dependency opens on a failure and lets calls fail fast for a cooldown, then lets
-one trial call through. It exists because some clients cannot fail faster than their own
-polling interval: pymongo's server selection against a stopped MongoDB waits about 0.5 s
-whatever timeout it is given, which would spend a whole request budget on every request.
+Some clients cannot fail faster than their own polling interval: pymongo's server selection
+against a stopped MongoDB waits about 0.5 s whatever timeout it is given. Dependencies listed
+in ``hard_deadline`` therefore run on a small thread pool and the request stops waiting at its
+timeout (the abandoned call finishes in the background). A breaker per dependency then opens on
+the failure and lets calls fail fast for a cooldown, before one trial call goes through.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TypeVar
 
 from shared.metrics import Metrics
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MIN_CALL_S = 0.002
+HARD_DEADLINE_THREADS = 8
 
 
 class DependencyDown(RuntimeError):
@@ -93,6 +97,9 @@ class Guard:
         Each dependency's own timeout; a call never gets more than this.
     errors : mapping of dependency name to exception types
         What counts as that dependency being down. Anything else propagates (a bug).
+    hard_deadline : names of dependencies
+        Run off the request thread, so the request never waits past the timeout even when
+        the client itself overruns it.
     """
 
     def __init__(
@@ -102,8 +109,15 @@ class Guard:
         metrics: Metrics,
         cooldown_s: float,
         clock: Callable[[], float] = time.monotonic,
+        hard_deadline: Collection[str] = (),
     ):
         self._caps = dict(caps)
+        self._hard = frozenset(hard_deadline)
+        self._pool = (
+            ThreadPoolExecutor(HARD_DEADLINE_THREADS, thread_name_prefix="dependency-call")
+            if self._hard
+            else None
+        )
         self._errors = dict(errors)
         self._metrics = metrics
         self.breakers = {name: Breaker(cooldown_s, clock) for name in caps}
@@ -120,7 +134,7 @@ class Guard:
             raise DependencyDown(dependency, "circuit open after a recent failure")
         started = time.perf_counter()
         try:
-            value = fn(timeout_s)
+            value = self._run(dependency, fn, timeout_s)
         except self._errors[dependency] as exc:
             breaker.failure()
             log.warning("%s call failed: %s", dependency, exc)
@@ -134,3 +148,13 @@ class Guard:
             )
         breaker.success()
         return value
+
+    def _run(self, dependency: str, fn: Callable[[float], T], timeout_s: float) -> T:
+        if self._pool is None or dependency not in self._hard:
+            return fn(timeout_s)
+        future = self._pool.submit(fn, timeout_s)
+        try:
+            return future.result(timeout=timeout_s)
+        except FutureTimeout:
+            future.cancel()  # still queued: never runs; running: finishes in the background
+            raise TimeoutError(f"no answer within {timeout_s * 1000:.0f} ms") from None
