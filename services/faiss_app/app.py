@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +96,12 @@ class RequestContext:
             self._metrics.incr(f"faiss.errors.{code}")
 
 
-def _raise(status_error: type[falcon.HTTPError], title: str):  # type: ignore[no-untyped-def]
+ErrorHandler = Callable[[falcon.Request, falcon.Response, Exception, Any], None]
+
+
+def _raise(status_error: type[falcon.HTTPError], title: str) -> ErrorHandler:
+    """An error handler turning a domain error into ``status_error`` with its message."""
+
     def handle(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
         raise status_error(title=title, description=str(ex))
 
