@@ -491,8 +491,10 @@ def bench(
         )
     )  # fmt: skip
     stats = requests.get(f"http://127.0.0.1:{faiss_port}/v1/stats", timeout=5).json()
+    index = stats.get("index") or {}
+    index_type = ", ".join(f"{key}={value}" for key, value in index.items() if key != "metric")
     print(
-        f"faiss_app ready in {time.perf_counter() - started:.1f}s: {stats.get('index_type')}",
+        f"faiss_app ready in {time.perf_counter() - started:.1f}s: {index_type}",
         flush=True,
     )
     procs.append(
@@ -527,7 +529,7 @@ def bench(
             "api_threads": args.api_threads,
             "faiss_workers": args.faiss_workers,
             "faiss_threads": args.faiss_threads,
-            "faiss_index_type": stats.get("index_type"),
+            "faiss_index_type": index_type,
             "request_budget_s": settings.recommender.request_budget_s,
             "mongo": "nx-27017 (MongoDB wire protocol over SQLite), not a MongoDB server",
             "kafka": "Tansu (unused on the read path)",
