@@ -282,7 +282,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"## {int(n_items):,} items",
             "",
             f"- command: `{run['command']}`",
-            f"- when: {run['finished_at']}; host: {setup['host']}, {setup['cpus']} CPUs",
+            f"- when: {run['finished_at']}; host: {setup['host']}, {setup['cpus']} CPUs, "
+            f"load average (1/5/15 min) {setup['load_average_before']} before the load, "
+            f"{setup['load_average_after']} after (the machine is shared)",
             f"- recommender_app: gunicorn {setup['api_workers']} workers × "
             f"{setup['api_threads']} threads; faiss_app: {setup['faiss_workers']} workers × "
             f"{setup['faiss_threads']} threads, index {setup['faiss_index_type']}",
@@ -510,6 +512,7 @@ def bench(
         "popular": lambda _g: base,
     }
     results = {}
+    load_before = [round(x, 2) for x in os.getloadavg()]
     for path in PATHS:
         run_load(makers[path], args.warmup, args.concurrency, args.seed)
         results[path] = run_load(makers[path], args.duration, args.concurrency, args.seed)
@@ -520,6 +523,8 @@ def bench(
         "setup": {
             "host": platform.platform(),
             "cpus": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "items": args.items,
             "users": args.users,
             "k": args.k,
