@@ -7,13 +7,16 @@ likeliest "seen but not chosen"). For each pair ``(u, j)`` with target ``t``::
 
     s   = hᵀ(p_u ⊙ q_j) + b_j + b
     g_j = t - σ(s)
-    p_u ← p_u + η·w·(Σ_j g_j · h ⊙ q_j − λ·p_u)
-    q_j ← q_j + η·w·(g_j · h ⊙ p_u − λ·q_j)
+    p_u ← p_u + η'·w·(Σ_j g_j · h ⊙ q_j − λ·p_u)      η' = η / mean(h²)
+    q_j ← q_j + η'·w·(g_j · h ⊙ p_u − λ·q_j)
     b_j ← b_j + η·w·g_j
 
 - the output layer ``h`` and the global bias ``b`` are frozen: ranking stays an inner product
   of serving vectors, so a user's query vector changes only when that user's row moves;
 - L2 (``λ``) shrinks only the rows being updated, never the whole table;
+- both embedding gradients carry a factor ``h``, whose scale depends on how the model was
+  trained (≈1 for a fresh model, |h| ≈ 4 after batch training here), so the embedding step is
+  ``η / mean(h²)``: one learning rate suits a fresh and a batch-trained model alike;
 - ``w`` is a per-event-type weight: :func:`event_scale` of ``shared.events.EVENT_WEIGHTS``
   (a purchase moves the rows more than a view, without an 8× step that would overshoot).
 
@@ -75,6 +78,11 @@ class Tables:
     h: np.ndarray
     global_bias: float
 
+    @property
+    def h_scale(self) -> float:
+        """``mean(h²)``: both embedding gradients carry a factor h, so steps are divided by it."""
+        return float(np.mean(np.square(self.h))) or 1.0
+
     @classmethod
     def of(cls, model: object) -> Tables:
         """Views of a ``shared.model.gmf.GMF``'s live tensors (refresh after any growth)."""
@@ -134,8 +142,9 @@ def update_event(
     prob = _sigmoid(logits)
     g = (targets - prob).astype(np.float32)  # (1+k,)
 
-    step = np.float32(params.learning_rate * scale)
-    decay = np.float32(1.0 - params.learning_rate * scale * params.l2)
+    lr = params.learning_rate * scale / tables.h_scale
+    step = np.float32(lr)
+    decay = np.float32(1.0 - lr * params.l2)
     bias_step = np.float32((params.bias_learning_rate or params.learning_rate) * scale)
 
     # Both rows move from the same pre-step values (a simultaneous gradient step).
