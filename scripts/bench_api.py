@@ -276,10 +276,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         "wheels. Each row is one path under a fixed-duration concurrent load.",
         "",
     ]
-    for n_items, run in sorted(report["runs"].items(), key=lambda kv: int(kv[0])):
+    for _key, run in sorted(
+        report["runs"].items(), key=lambda kv: (kv[1]["setup"]["items"], kv[0])
+    ):
         setup = run["setup"]
         lines += [
-            f"## {int(n_items):,} items",
+            f"## {setup['items']:,} items, faiss_app index: {setup['faiss_index_type']}",
             "",
             f"- command: `{run['command']}`",
             f"- when: {run['finished_at']}; host: {setup['host']}, {setup['cpus']} CPUs, "
@@ -424,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"runs": {}}
     if report_path.exists():
         report = json.loads(report_path.read_text())
-    report["runs"][str(args.items)] = run
+    report["runs"][f"{args.items}/{args.faiss_index}"] = run
     args.report_dir.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     (args.report_dir / "bench_api.md").write_text(render_markdown(report))

@@ -6,7 +6,13 @@ import time
 
 import pytest
 
-from services.recommender_app.resilience import Breaker, Budget, DependencyDown, Guard
+from services.recommender_app.resilience import (
+    BREAKER_THRESHOLD,
+    Breaker,
+    Budget,
+    DependencyDown,
+    Guard,
+)
 from shared.config import StatsdSettings
 from shared.metrics import Metrics
 
@@ -42,7 +48,7 @@ def test_each_call_gets_the_smaller_of_its_cap_and_the_budget_left_minus_the_res
         guard.call("mongo", budget, lambda t: t)
 
 
-def test_breaker_fails_fast_after_a_failure_then_lets_one_trial_through():
+def test_breaker_fails_fast_after_consecutive_failures_then_lets_one_trial_through():
     clock = FakeClock()
     guard = make_guard(clock)
     calls = []
@@ -51,25 +57,38 @@ def test_breaker_fails_fast_after_a_failure_then_lets_one_trial_through():
         calls.append(1)
         raise ConnectionError("refused")
 
-    with pytest.raises(DependencyDown, match="refused"):
-        guard.call("mongo", Budget(1.0, clock), down)
+    for _ in range(BREAKER_THRESHOLD):
+        with pytest.raises(DependencyDown, match="refused"):
+            guard.call("mongo", Budget(1.0, clock), down)
     with pytest.raises(DependencyDown, match="circuit open"):
         guard.call("mongo", Budget(1.0, clock), down)
-    assert len(calls) == 1
+    assert len(calls) == BREAKER_THRESHOLD
     clock.now += 2.5  # cooldown over: one trial call, which succeeds and closes the breaker
     assert guard.call("mongo", Budget(1.0, clock), lambda _t: "up") == "up"
     assert not guard.breakers["mongo"].is_open
 
 
-def test_half_open_breaker_admits_a_single_trial_at_a_time():
+def test_a_success_resets_the_count_of_consecutive_failures():
+    breaker = Breaker(1.0, FakeClock(), threshold=2)
+    breaker.failure()
+    breaker.success()
+    breaker.failure()
+    assert not breaker.is_open
+    breaker.failure()
+    assert breaker.is_open
+
+
+def test_half_open_breaker_admits_a_single_trial_and_reopens_on_its_failure():
     clock = FakeClock()
-    breaker = Breaker(1.0, clock)
+    breaker = Breaker(1.0, clock, threshold=1)
     breaker.failure()
     clock.now += 1.5
     assert breaker.allow() is True
     assert breaker.allow() is False  # the trial is still running
     breaker.failure()
     assert breaker.allow() is False
+    clock.now += 1.5
+    assert breaker.allow() is True
 
 
 def test_hard_deadline_stops_waiting_even_when_the_client_overruns():

@@ -8,8 +8,8 @@ cannot get at least :data:`MIN_CALL_S` is not made at all.
 Some clients cannot fail faster than their own polling interval: pymongo's server selection
 against a stopped MongoDB waits about 0.5 s whatever timeout it is given. Dependencies listed
 in ``hard_deadline`` therefore run on a small thread pool and the request stops waiting at its
-timeout (the abandoned call finishes in the background). A breaker per dependency then opens on
-the failure and lets calls fail fast for a cooldown, before one trial call goes through.
+timeout (the abandoned call finishes in the background). A breaker per dependency opens after
+a few consecutive failures and lets calls fail fast for a cooldown, then lets one trial through.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 MIN_CALL_S = 0.002
 HARD_DEADLINE_THREADS = 8
+BREAKER_THRESHOLD = 3
 
 
 class DependencyDown(RuntimeError):
@@ -53,14 +54,25 @@ class Budget:
 
 
 class Breaker:
-    """Opens after a failure; while open, :meth:`allow` is False until ``cooldown_s`` passed,
-    then one trial call is allowed (half-open): its success closes the breaker, its failure
-    opens it again. Thread-safe."""
+    """Opens after ``threshold`` consecutive failures; while open, :meth:`allow` is False until
+    ``cooldown_s`` passed, then one trial call is allowed (half-open): its success closes the
+    breaker, its failure opens it again at once. Thread-safe.
 
-    def __init__(self, cooldown_s: float, clock: Callable[[], float] = time.monotonic):
+    A threshold above one keeps a single slow answer (a GC pause, a burst) from cutting a
+    dependency off for a whole cooldown; an outage still trips it within a few requests.
+    """
+
+    def __init__(
+        self,
+        cooldown_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        threshold: int = BREAKER_THRESHOLD,
+    ):
         self._cooldown_s = cooldown_s
         self._clock = clock
+        self._threshold = threshold
         self._lock = threading.Lock()
+        self._failures = 0
         self._open_until: float | None = None
         self._trial_running = False
 
@@ -79,12 +91,15 @@ class Breaker:
 
     def success(self) -> None:
         with self._lock:
+            self._failures = 0
             self._open_until = None
             self._trial_running = False
 
     def failure(self) -> None:
         with self._lock:
-            self._open_until = self._clock() + self._cooldown_s
+            self._failures += 1
+            if self._open_until is not None or self._failures >= self._threshold:
+                self._open_until = self._clock() + self._cooldown_s
             self._trial_running = False
 
 
