@@ -75,8 +75,8 @@ def percentiles_ms(samples: list[float]) -> tuple[float, float]:
 
 def build(
     params: IndexParams, items: np.ndarray, max_build_s: float, label: str
-) -> tuple[VectorIndex | None, float, float]:
-    """(index or None if abandoned, train seconds, add seconds or seconds until abandoned)."""
+) -> tuple[VectorIndex | None, float, float, int]:
+    """(index or None if abandoned, train seconds, add seconds, vectors added)."""
     started = time.perf_counter()
     index = VectorIndex.create(params, items)
     trained = time.perf_counter() - started
@@ -86,8 +86,8 @@ def build(
             index.add(items[start : start + ADD_CHUNK])
             bar.update(min(ADD_CHUNK, len(items) - start))
             if time.perf_counter() - started > max_build_s and start + ADD_CHUNK < len(items):
-                return None, trained, time.perf_counter() - added_at
-    return index, trained, time.perf_counter() - added_at
+                return None, trained, time.perf_counter() - added_at, index.ntotal
+    return index, trained, time.perf_counter() - added_at, index.ntotal
 
 
 def measure(
@@ -150,13 +150,15 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 )
                 gc.collect()
                 rss_before = rss_bytes()
-                index, train_s, add_s = build(params, items, args.max_build_seconds, label)
+                index, train_s, add_s, added = build(params, items, args.max_build_seconds, label)
                 row: dict[str, Any] = {"n": n, "dim": dim, "type": kind, "train_s": train_s}
                 if index is None:
                     row.update(
                         status="abandoned",
                         add_s=add_s,
-                        note=f"build passed --max-build-seconds={args.max_build_seconds}",
+                        added=added,
+                        note=f"build passed --max-build-seconds={args.max_build_seconds} "
+                        f"after {added:,} vectors ({added / max(add_s, 1e-9):,.0f} vectors/s)",
                     )
                     tqdm.write(f"{label}: abandoned after {train_s + add_s:.0f}s")
                     rows.append(row)
@@ -225,6 +227,10 @@ def _line(row: dict[str, Any]) -> str:
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    load = ""
+    if "load_avg_1m" in meta:
+        start, end = meta["load_avg_1m"]
+        load = f" Machine load average (1 min) {start} at start, {end} at end."
     head = "| " + " | ".join(title for _, title, _ in COLUMNS) + " | status |"
     rule = "|" + "---|" * (len(COLUMNS) + 1)
     body = []
@@ -237,7 +243,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"Command: `{meta['command']}`",
         f"Machine: {meta['machine']}, {meta['cpus']} CPUs, faiss {meta['faiss']}, "
         f"{meta['threads']} OpenMP threads; batch = {meta['batch']} queries; k = {meta['k']}; "
-        f"{meta['queries']} queries; clustered data ({meta['clusters']} clusters).",
+        f"{meta['queries']} queries; clustered data ({meta['clusters']} clusters)." + load,
         "Recall@10 is against the exact IndexFlatIP answers on the same queries. "
         "index B/vec = size of faiss' serialized structure / n; RSS B/vec = process RSS "
         "growth while building / n (includes allocator slack and IVF training buffers).",
@@ -324,6 +330,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.time()
+    load_before = os.getloadavg()[0]
     rows = run(args)
     meta = {
         "command": "python -m scripts.bench_faiss "
@@ -337,6 +344,8 @@ def main(argv: list[str] | None = None) -> None:
         "queries": args.queries,
         "clusters": args.clusters,
         "seconds": round(time.time() - started, 1),
+        # Other work on the machine skews latencies: say how busy it was.
+        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     runs = [{"meta": meta, "rows": rows}]
     if args.append and args.out.exists():
