@@ -145,8 +145,9 @@ class Trainer:
             "skipped": 0,
             "snapshots": 0,
             "growths": {USERS: 0, ITEMS: 0},
-            "replayed_from": dict(self.positions),
         }
+        # Where this process resumed: the offsets of the snapshot it loaded.
+        self.resumed_from = {str(p): o for p, o in sorted(self.positions.items())}
         self.last_snapshot: dict[str, Any] = {"version": self.learner.state.version, "at": None}
         self.last_snapshot_at = time.monotonic()
         self.last_status_at = 0.0
@@ -411,6 +412,7 @@ class Trainer:
             "users": len(self.learner.state.user_map),  # type: ignore[arg-type]
             "items": len(self.learner.state.item_map),  # type: ignore[arg-type]
             "capacity": {USERS: model.user_capacity, ITEMS: model.item_capacity},
+            "resumed_from": self.resumed_from,
             "positions": {str(p): o for p, o in sorted(self.positions.items())},
             "assigned": sorted(self.assigned),
             "lag": self.lag,
