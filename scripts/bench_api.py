@@ -273,7 +273,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "Loopback only; client threads and both services share the same machine. MongoDB is "
         "nx-27017 over SQLite (not a MongoDB server); Kafka (Tansu) and Redis (Valkey) from "
-        "wheels. Each row is one path under a fixed-duration concurrent load.",
+        "wheels. Each row is one path under a fixed-duration concurrent load. `errors` are "
+        "non-200 answers or client timeouts; `degraded` are 200 answers with `degraded: true` "
+        "(a dependency failed or timed out inside the request budget and the popular fallback "
+        "answered).",
         "",
     ]
     for _key, run in sorted(
@@ -291,7 +294,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{setup['api_threads']} threads; faiss_app: {setup['faiss_workers']} workers × "
             f"{setup['faiss_threads']} threads, index {setup['faiss_index_type']}",
             f"- MongoDB: {setup['mongo']}; users {setup['users']}, concurrency "
-            f"{setup['concurrency']}, {setup['duration_s']} s per path",
+            f"{setup['concurrency']}, {setup['duration_s']} s per path, k {setup['k']}, "
+            f"request budget {setup['request_budget_s']} s",
             "",
             "| path | requests | req/s | p50 ms | p99 ms | errors | degraded |",
             "|---|---:|---:|---:|---:|---:|---:|",
