@@ -74,9 +74,7 @@ class FaissClient:
         self.admin_token = admin_token
         if session is None:
             session = requests.Session()
-            adapter = HTTPAdapter(
-                pool_connections=1, pool_maxsize=pool_size, max_retries=0
-            )
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self.session = session
@@ -138,9 +136,7 @@ class FaissClient:
         body: dict[str, Any] = {"queries": matrix.tolist(), "k": int(k)}
         if exclude is not None:
             if len(exclude) != matrix.shape[0]:
-                raise ValueError(
-                    f"exclude has {len(exclude)} lists for {matrix.shape[0]} queries"
-                )
+                raise ValueError(f"exclude has {len(exclude)} lists for {matrix.shape[0]} queries")
             body["exclude"] = [list(ids) for ids in exclude]
         return self._call("POST", "/v1/search", json=body)
 
@@ -150,9 +146,7 @@ class FaissClient:
         Raises :class:`UnknownItem` when the index does not hold ``item_id``.
         """
         try:
-            answer = self._call(
-                "GET", "/v1/similar", params={"item_id": item_id, "k": int(k)}
-            )
+            answer = self._call("GET", "/v1/similar", params={"item_id": item_id, "k": int(k)})
         except FaissRequestError as exc:
             if exc.status == 404:
                 raise UnknownItem(item_id) from None
