@@ -257,7 +257,7 @@ def plot(curve: list[dict[str, Any]], path: Path) -> None:
     ax.plot(xs, [c["recall_at_k"] for c in curve], label="GMF + ISGD (incremental)")
     ax.plot(xs, [c["popularity_recall_at_k"] for c in curve], label="streaming popularity")
     ax.set_xlabel("stream events learned")
-    ax.set_ylabel("prequential recall@10 (moving window)")
+    ax.set_ylabel("prequential recall@10 (cumulative)")
     ax.set_title("Prequential recall@10: incremental trainer vs streaming popularity")
     ax.grid(alpha=0.3)
     ax.legend()
