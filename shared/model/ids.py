@@ -49,101 +49,27 @@ class IdMap(Protocol):
     def to_json(self) -> list[str]: ...
 
 
-class VocabIdMap:
-    """Append-only string → row vocabulary.
+class _SeenIds:
+    """What both maps share: the ids seen in first-seen order and their rows.
 
-    Parameters
-    ----------
-    ids : sequence of str, optional
-        Initial vocabulary; ``ids[j]`` gets row ``j``. Duplicates raise ValueError.
+    Subclasses say which row a new id gets (:meth:`_assign`) and how many rows a table needs.
     """
 
-    mode = VOCAB
-
-    def __init__(self, ids: Sequence[str] = ()) -> None:
+    def __init__(self) -> None:
         self._ids: list[str] = []
         self._rows: dict[str, int] = {}
-        for id_ in ids:
-            if id_ in self._rows:
-                raise ValueError(f"duplicate id {id_!r} in vocabulary")
-            self._rows[id_] = len(self._ids)
-            self._ids.append(id_)
+
+    def _assign(self, id_: str) -> int:
+        raise NotImplementedError
 
     def row(self, id_: str, create: bool = True) -> int | None:
-        """Row of ``id_``; a new id gets the next row when ``create``, else None."""
+        """Row of ``id_``; an unseen id gets a row when ``create``, else None is returned."""
         found = self._rows.get(id_)
         if found is not None or not create:
             return found
-        row = len(self._ids)
+        row = self._assign(id_)
         self._rows[id_] = row
         self._ids.append(id_)
-        return row
-
-    def rows(self, ids: Iterable[str], create: bool = True) -> np.ndarray:
-        """Rows of ``ids`` as int64 (n,); unknown ids are -1 when not ``create``."""
-        out = [self.row(i, create) for i in ids]
-        return np.array([MISSING if r is None else r for r in out], dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __contains__(self, id_: object) -> bool:
-        return id_ in self._rows
-
-    @property
-    def ids(self) -> list[str]:
-        """The ids, index = row (the live list: do not modify)."""
-        return self._ids
-
-    @property
-    def required_rows(self) -> int:
-        """Rows an embedding table needs to hold every id of this map."""
-        return len(self._ids)
-
-    def to_json(self) -> list[str]:
-        return list(self._ids)
-
-    @classmethod
-    def from_json(cls, ids: Sequence[str]) -> VocabIdMap:
-        return cls(ids)
-
-
-class HashIdMap:
-    """String → ``mmh3(id) % hash_buckets``; distinct ids may share a row.
-
-    Parameters
-    ----------
-    hash_buckets : int
-        Number of rows ids hash into.
-    ids : sequence of str, optional
-        Ids already seen (their rows come from the hash, not their position).
-    """
-
-    mode = HASH
-
-    def __init__(self, hash_buckets: int, ids: Sequence[str] = ()) -> None:
-        if hash_buckets < 1:
-            raise ValueError("hash_buckets must be at least 1")
-        self.hash_buckets = int(hash_buckets)
-        self._ids: list[str] = []
-        self._rows: dict[str, int] = {}
-        self._max_row = -1
-        for id_ in ids:
-            self.row(id_, create=True)
-
-    def bucket(self, id_: str) -> int:
-        """The row ``id_`` hashes to, whether or not it was seen."""
-        return mmh3.hash(id_, HASH_SEED, signed=False) % self.hash_buckets
-
-    def row(self, id_: str, create: bool = True) -> int | None:
-        """Row of ``id_``; an unseen id is recorded when ``create``, else None is returned."""
-        found = self._rows.get(id_)
-        if found is not None or not create:
-            return found
-        row = self.bucket(id_)
-        self._rows[id_] = row
-        self._ids.append(id_)
-        self._max_row = max(self._max_row, row)
         return row
 
     def rows(self, ids: Iterable[str], create: bool = True) -> np.ndarray:
@@ -159,16 +85,82 @@ class HashIdMap:
 
     @property
     def ids(self) -> list[str]:
-        """Ids seen so far, in first-seen order (not an index of rows)."""
+        """Ids seen so far, in first-seen order (the live list: do not modify).
+
+        In vocabulary mode this is also the index of rows: ``ids[j]`` has row ``j``.
+        """
         return self._ids
+
+    def to_json(self) -> list[str]:
+        return list(self._ids)
+
+
+class VocabIdMap(_SeenIds):
+    """Append-only string → row vocabulary.
+
+    Parameters
+    ----------
+    ids : sequence of str, optional
+        Initial vocabulary; ``ids[j]`` gets row ``j``. Duplicates raise ValueError.
+    """
+
+    mode = VOCAB
+
+    def __init__(self, ids: Sequence[str] = ()) -> None:
+        super().__init__()
+        for id_ in ids:
+            if id_ in self._rows:
+                raise ValueError(f"duplicate id {id_!r} in vocabulary")
+            self.row(id_)
+
+    def _assign(self, id_: str) -> int:
+        return len(self._ids)
+
+    @property
+    def required_rows(self) -> int:
+        """Rows an embedding table needs to hold every id of this map."""
+        return len(self._ids)
+
+    @classmethod
+    def from_json(cls, ids: Sequence[str]) -> VocabIdMap:
+        return cls(ids)
+
+
+class HashIdMap(_SeenIds):
+    """String → ``mmh3(id) % hash_buckets``; distinct ids may share a row.
+
+    Parameters
+    ----------
+    hash_buckets : int
+        Number of rows ids hash into.
+    ids : sequence of str, optional
+        Ids already seen (their rows come from the hash, not their position).
+    """
+
+    mode = HASH
+
+    def __init__(self, hash_buckets: int, ids: Sequence[str] = ()) -> None:
+        if hash_buckets < 1:
+            raise ValueError("hash_buckets must be at least 1")
+        super().__init__()
+        self.hash_buckets = int(hash_buckets)
+        self._max_row = -1
+        for id_ in ids:
+            self.row(id_, create=True)
+
+    def bucket(self, id_: str) -> int:
+        """The row ``id_`` hashes to, whether or not it was seen."""
+        return mmh3.hash(id_, HASH_SEED, signed=False) % self.hash_buckets
+
+    def _assign(self, id_: str) -> int:
+        row = self.bucket(id_)
+        self._max_row = max(self._max_row, row)
+        return row
 
     @property
     def required_rows(self) -> int:
         """Rows an embedding table needs for every id seen so far (highest row + 1)."""
         return self._max_row + 1
-
-    def to_json(self) -> list[str]:
-        return list(self._ids)
 
     @classmethod
     def from_json(cls, ids: Sequence[str], hash_buckets: int) -> HashIdMap:
