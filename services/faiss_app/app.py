@@ -9,7 +9,6 @@ first request; ``app.runtime.stop()`` ends it (gunicorn's ``worker_exit`` hook).
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,8 +27,8 @@ from services.faiss_app.errors import (
 from services.faiss_app.follower import UpdateFollower
 from services.faiss_app.service import IndexService
 from shared.config import Settings
-from shared.logs import request_id_var
 from shared.metrics import Metrics
+from shared.request_ids import RequestIdMiddleware
 from shared.snapshots import SnapshotNotFound
 
 log = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ class FaissApp(falcon.App):
 
 
 class RequestContext:
-    """Request ids on log lines, the follower started post-fork, 4xx/5xx counted."""
+    """The follower started post-fork (or on the first request), 4xx/5xx counted."""
 
     def __init__(self, runtime: Runtime, metrics: Metrics):
         self._runtime = runtime
@@ -84,9 +83,6 @@ class RequestContext:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         if not self._runtime.started:
             self._runtime.start()
-        request_id = req.get_header("X-Request-Id") or uuid.uuid4().hex[:16]
-        request_id_var.set(request_id)
-        resp.set_header("X-Request-Id", request_id)
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
@@ -128,7 +124,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FaissApp:
     watcher = broadcast.ReloadWatcher(service, shared) if shared is not None else None
     runtime = Runtime(service, follower, watcher)
 
-    app = FaissApp(middleware=[RequestContext(runtime, metrics)])
+    app = FaissApp(middleware=[RequestIdMiddleware(), RequestContext(runtime, metrics)])
     app.runtime = runtime
     limits = settings.faiss
     app.add_route("/v1/search", resources.Search(service, limits, metrics))

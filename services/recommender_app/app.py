@@ -14,7 +14,7 @@ from redis import RedisError
 from services.recommender_app.deps import Deps
 from services.recommender_app.errors import add_error_handlers
 from services.recommender_app.health import Readiness
-from services.recommender_app.middleware import BodyLimit, RequestId, RequestMetrics
+from services.recommender_app.middleware import BodyLimit, RequestMetrics
 from services.recommender_app.publisher import EventPublisher
 from services.recommender_app.recommender import Recommender
 from services.recommender_app.resilience import Guard
@@ -28,6 +28,7 @@ from services.recommender_app.resources import (
 from shared.config import Settings
 from shared.faiss_client import FaissError
 from shared.logs import setup_logging
+from shared.request_ids import RequestIdMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
         deps.producer, settings.kafka.interactions_topic, rec.publish_timeout_s, deps.clock
     )
     app = falcon.App(
-        middleware=[RequestId(), RequestMetrics(deps.metrics), BodyLimit(rec.max_body_bytes)]
+        middleware=[RequestIdMiddleware(), RequestMetrics(deps.metrics), BodyLimit(rec.max_body_bytes)]
     )
     app.add_route("/recommend", RecommendResource(Recommender(deps, rec, guard), rec))
     app.add_route("/events", EventsResource(publisher, rec, deps.metrics, deps.now_ms))

@@ -1,42 +1,18 @@
-"""Cross-cutting request handling: request ids, body size limit, per-endpoint metrics."""
+"""Cross-cutting request handling: body size limit and per-endpoint metrics."""
 
 from __future__ import annotations
 
 import logging
-import re
 import time
-import uuid
 from typing import Any
 
 import falcon
 
-from shared.logs import request_id_var
 from shared.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-REQUEST_ID_HEADER = "X-Request-ID"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
-
-
-class RequestId:
-    """Takes a well-formed ``X-Request-ID`` or makes one, puts it on every log line of the
-    request (``shared.logs.request_id_var``) and echoes it in the response."""
-
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        given = req.get_header(REQUEST_ID_HEADER)
-        request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
-        req.context.request_id = request_id
-        req.context.request_id_token = request_id_var.set(request_id)
-        resp.set_header(REQUEST_ID_HEADER, request_id)
-
-    def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
-    ) -> None:
-        resp.set_header(REQUEST_ID_HEADER, req.context.get("request_id", "-"))
-        token = req.context.get("request_id_token")
-        if token is not None:
-            request_id_var.reset(token)
+# The request-id middleware is shared with faiss_app: shared.request_ids.
 
 
 class BodyLimit:
