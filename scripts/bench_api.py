@@ -24,8 +24,6 @@ import json
 import os
 import platform
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,6 +36,7 @@ import numpy as np
 import requests
 
 from scripts import localstack
+from scripts.processes import ManagedProcess, start_gunicorn
 from shared.snapshots import (
     ITEM_IDS,
     ITEM_VECTORS,
@@ -159,62 +158,7 @@ def seed_item_metadata(
         )
 
 
-# -- processes ----------------------------------------------------------------------------------
-
-
-def start_gunicorn(
-    app: str,
-    port: int,
-    env: dict[str, str],
-    log_path: Path,
-    workers: int = 2,
-    threads: int = 4,
-    config: str | None = None,
-    timeout_s: float = 120.0,
-) -> subprocess.Popen:
-    """Start ``gunicorn app`` on 127.0.0.1:``port`` and wait for ``/healthz`` to answer 200."""
-    argv = [sys.executable, "-m", "gunicorn"]
-    if config:
-        argv += ["-c", config]
-    argv += [
-        "-b", f"127.0.0.1:{port}", "-w", str(workers), "--threads", str(threads),
-        "--timeout", "600", app,
-    ]  # fmt: skip
-    log = open(log_path, "ab")
-    proc = subprocess.Popen(
-        argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    wait_healthy(f"http://127.0.0.1:{port}/healthz", proc, timeout_s, log_path)
-    return proc
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float, log_path: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: server exited; see {log_path}")
-        try:
-            if requests.get(url, timeout=1.0).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not become healthy within {timeout_s}s; see {log_path}")
-
-
-def stop_process(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
-    """SIGTERM the process group we started, SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-
-
-# -- load -------------------------------------------------------------------------------------
+# -- load -----------------------------------------------------------------------------------------
 
 
 def run_load(
@@ -409,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     own_stack = args.stack_dir is None
     stack_dir = work / "stack" if own_stack else args.stack_dir
-    procs: list[subprocess.Popen] = []
+    procs: list[ManagedProcess] = []
     try:
         if own_stack:
             print(f"starting a private stack in {stack_dir}", flush=True)
@@ -422,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         run = bench(args, work, stack, procs)
     finally:
         for proc in reversed(procs):
-            stop_process(proc)
+            proc.stop()
         if own_stack:
             localstack.stop(stack_dir)
     print_table(run)
@@ -439,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def bench(
-    args: argparse.Namespace, work: Path, stack: localstack.StackInfo, procs: list[subprocess.Popen]
+    args: argparse.Namespace, work: Path, stack: localstack.StackInfo, procs: list[ManagedProcess]
 ) -> dict[str, Any]:
     from shared.config import Settings
 

@@ -16,19 +16,22 @@ from pathlib import Path
 
 import requests
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 class ServiceFailed(RuntimeError):
     """A child process exited, or did not become healthy in time."""
 
 
 class ManagedProcess:
-    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log_dir: Path):
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log_dir: Path,
+                 cwd: Path = REPO):
         self.name = name
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            list(argv), env=dict(env), stdout=self._log, stderr=subprocess.STDOUT,
+            list(argv), env=dict(env), cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
 
@@ -80,6 +83,31 @@ class ManagedProcess:
         return self.proc.returncode
 
 
+def gunicorn_argv(app: str, port: int, workers: int = 2, threads: int = 1,
+                  config: Path | str | None = None) -> list[str]:
+    """gunicorn serving ``app`` on 127.0.0.1:``port``; a ``config`` file comes first if given."""
+    argv = [sys.executable, "-m", "gunicorn"]
+    if config is not None and (REPO / config).exists():
+        argv += ["--config", str(REPO / config)]
+    # A long worker timeout: faiss_app workers build large indexes before their first answer.
+    return argv + [app, "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+                   "--threads", str(threads), "--timeout", "600", "--graceful-timeout", "10"]
+
+
+def start_gunicorn(app: str, port: int, env: Mapping[str, str], log_path: Path,
+                   workers: int = 2, threads: int = 1, config: Path | str | None = None,
+                   timeout_s: float = 120.0) -> ManagedProcess:
+    """Start gunicorn and return once ``/healthz`` answers 200 (stopping it if it never does)."""
+    child = ManagedProcess(log_path.stem, gunicorn_argv(app, port, workers, threads, config),
+                           env, log_path.parent)
+    try:
+        child.wait_http(f"http://127.0.0.1:{port}/healthz", timeout_s)
+    except BaseException:
+        child.stop()
+        raise
+    return child
+
+
 class ProcessGroup:
     """Children started through it are stopped in reverse order on exit, even on Ctrl-C."""
 
@@ -96,13 +124,9 @@ class ProcessGroup:
     def python(self, name: str, module: str, *args: str, **extra_env: str) -> ManagedProcess:
         return self.start(name, [sys.executable, "-m", module, *args], **extra_env)
 
-    def gunicorn(self, name: str, app: str, port: int, workers: int = 2,
+    def gunicorn(self, name: str, app: str, port: int, workers: int = 2, threads: int = 1,
                  config: Path | None = None, **extra_env: str) -> ManagedProcess:
-        argv = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}",
-                "--workers", str(workers), "--graceful-timeout", "10"]
-        if config is not None and config.exists():
-            argv += ["--config", str(config)]
-        return self.start(name, argv, **extra_env)
+        return self.start(name, gunicorn_argv(app, port, workers, threads, config), **extra_env)
 
     def stop_all(self) -> None:
         while self.children:

@@ -16,7 +16,6 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from falcon import inspect, testing
 
-from scripts.bench_api import stop_process
 from services.recommender_app.app import ROUTES
 from services.recommender_app.deps import Deps
 from shared.config import Settings
@@ -46,7 +45,7 @@ def faiss_url(world: World, stack, tmp_path_factory: pytest.TempPathFactory) -> 
     try:
         yield url
     finally:
-        stop_process(proc)
+        proc.stop()
 
 
 @pytest.fixture

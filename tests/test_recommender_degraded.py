@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from scripts import localstack
-from scripts.bench_api import stop_process
 from shared.config import Settings
 from shared.kafka import ensure_topics
 from tests.conftest import replace
@@ -43,7 +42,7 @@ def faiss_url(world: World, stack, tmp_path_factory) -> Iterator[str]:
     try:
         yield url
     finally:
-        stop_process(proc)
+        proc.stop()
 
 
 def dead_port_url(scheme: str) -> str:
@@ -110,7 +109,7 @@ def doomed(tmp_path_factory: pytest.TempPathFactory, world: World) -> Iterator[d
     try:
         yield {"info": info, "env": env, "faiss": faiss_proc, "faiss_url": faiss_url}
     finally:
-        stop_process(faiss_proc)
+        faiss_proc.stop()
         localstack.stop(folder / "stack")
 
 
@@ -142,7 +141,7 @@ def test_servers_stopped_one_by_one_under_a_live_app(doomed: dict, world: World,
         assert client.simulate_post("/events", json=event).status_code == 202
 
         # 1. faiss_app killed: popular items (seen filtered), with metadata; similar → popular.
-        stop_process(doomed["faiss"])
+        doomed["faiss"].stop()
         body, elapsed = timed_get(client, user_id="u0", k=3)
         assert body["source"] == "popular" and body["degraded_dependencies"] == ["faiss"]
         assert ids_of(body) == popular_unseen[:3]

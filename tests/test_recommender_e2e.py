@@ -6,7 +6,6 @@ real faiss_app (gunicorn, following ``item-vectors``), all as subprocesses; the 
 from __future__ import annotations
 
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from scripts import localstack
-from scripts.bench_api import start_gunicorn, stop_process
+from scripts.processes import ManagedProcess, start_gunicorn
 from shared.config import Settings
 from shared.kafka import ensure_topics
 from tests.test_recommender_support import api_settings, client_for
@@ -45,26 +44,24 @@ def e2e_env(stack_env: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.fixture
-def trainer(e2e_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen]:
-    log = open(tmp_path / "trainer.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.incremental_trainer"],
-        cwd=REPO, env=e2e_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+def trainer(e2e_env: dict[str, str], tmp_path: Path) -> Iterator[ManagedProcess]:
+    proc = ManagedProcess(
+        "trainer", [sys.executable, "-m", "services.incremental_trainer"], e2e_env, tmp_path
+    )
     try:
         yield proc
     finally:
-        stop_process(proc, timeout_s=20)
+        proc.stop(grace_s=20)
 
 
 def test_an_event_posted_to_the_api_changes_that_users_next_answer(
-    e2e_env: dict[str, str], trainer: subprocess.Popen, tmp_path: Path
+    e2e_env: dict[str, str], trainer: ManagedProcess, tmp_path: Path
 ):
     settings = Settings.from_env(e2e_env)
     ensure_topics(settings.kafka)
     latest = Path(e2e_env["RECSYS_MODELS_DIR"]) / "LATEST"
-    wait_for(lambda: latest.exists() or trainer.poll() is not None, 60, "the first snapshot")
-    assert trainer.poll() is None, (tmp_path / "trainer.log").read_text()[-3000:]
+    wait_for(lambda: latest.exists() or not trainer.running(), 60, "the first snapshot")
+    assert trainer.running(), trainer.log_tail(3000)
     port = localstack.free_port()
     faiss = start_gunicorn(
         "services.faiss_app.wsgi:app", port, e2e_env, tmp_path / "faiss.log", workers=1, threads=2
@@ -103,4 +100,4 @@ def test_an_event_posted_to_the_api_changes_that_users_next_answer(
         assert user["n_events"] >= 3  # the trainer learnt the posted events
     finally:
         deps.close()
-        stop_process(faiss)
+        faiss.stop()

@@ -4,7 +4,6 @@ faiss_app under gunicorn serving its snapshot, seeding of the real stores, exact
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +11,8 @@ import numpy as np
 from falcon import testing
 
 from scripts import localstack
-from scripts.bench_api import metadata, start_gunicorn, write_snapshot
+from scripts.bench_api import metadata, write_snapshot
+from scripts.processes import ManagedProcess, start_gunicorn
 from services.recommender_app.app import create_app
 from services.recommender_app.deps import Deps
 from shared.config import Settings
@@ -72,7 +72,7 @@ def make_world(models_dir: Path) -> World:
 
 def start_faiss(
     world: World, env_base: dict[str, str], log_dir: Path
-) -> tuple[subprocess.Popen, str]:
+) -> tuple[ManagedProcess, str]:
     """faiss_app under gunicorn (1 worker × 2 threads) on a free loopback port."""
     port = localstack.free_port()
     env = dict(env_base)
