@@ -202,6 +202,10 @@ class FaissSettings:
     admin_token: str = setting("FAISS_ADMIN_TOKEN", "change-me", _parse_non_empty)
     timeout_s: float = setting("FAISS_TIMEOUT_S", 0.25, _parse_positive_float)
     follow_updates: bool = setting("FAISS_FOLLOW_UPDATES", True, _parse_bool)
+    workers: int = setting("FAISS_WORKERS", 2, _parse_positive_int)
+    # Building an ANN index of millions of items takes minutes: boot and /v1/reload must not
+    # be killed by gunicorn's worker timeout.
+    worker_timeout_s: int = setting("FAISS_WORKER_TIMEOUT_S", 600, _parse_positive_int)
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,6 @@ DOCKERFILES = sorted(set(APP_SERVICES.values()))
 # code that reads it. Anything else must be a real setting.
 NON_CONFIG_RECSYS = {
     "RECSYS_LOG_LEVEL": "shared/logs.py",
-    "RECSYS_FAISS_WORKERS": "services/faiss_app/gunicorn.conf.py",
-    "RECSYS_FAISS_WORKER_TIMEOUT_S": "services/faiss_app/gunicorn.conf.py",
 }
 
 

@@ -4,14 +4,14 @@ No ``preload_app``: each worker builds its own index after the fork (FAISS/OpenM
 Kafka consumer must not cross a fork), so memory is one index per worker.
 """
 
-import os
+from shared.config import Settings
 
-bind = f"0.0.0.0:{os.environ.get('RECSYS_FAISS_PORT', '8081')}"
-workers = int(os.environ.get("RECSYS_FAISS_WORKERS", "2"))
+_faiss = Settings.from_env().faiss  # a bad value stops gunicorn at start, naming the variable
+
+bind = f"0.0.0.0:{_faiss.port}"
+workers = _faiss.workers
 worker_class = "sync"
-# Building an ANN index of millions of items takes minutes: the boot and /v1/reload must not
-# be killed by the worker timeout.
-timeout = int(os.environ.get("RECSYS_FAISS_WORKER_TIMEOUT_S", "600"))
+timeout = _faiss.worker_timeout_s
 graceful_timeout = 15
 preload_app = False
 
