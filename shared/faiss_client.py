@@ -145,13 +145,18 @@ class FaissClient:
 
         Raises :class:`UnknownItem` when the index does not hold ``item_id``.
         """
+        answer = self.similar_full(item_id, k)
+        return list(zip(answer["ids"], map(float, answer["scores"]), strict=True))
+
+    def similar_full(self, item_id: str, k: int) -> dict[str, Any]:
+        """Like :meth:`similar` but returns the whole answer (``ids``, ``scores``,
+        ``model_version``) as the contract states it."""
         try:
-            answer = self._call("GET", "/v1/similar", params={"item_id": item_id, "k": int(k)})
+            return self._call("GET", "/v1/similar", params={"item_id": item_id, "k": int(k)})
         except FaissRequestError as exc:
             if exc.status == 404:
                 raise UnknownItem(item_id) from None
             raise
-        return list(zip(answer["ids"], map(float, answer["scores"]), strict=True))
 
     def stats(self) -> dict[str, Any]:
         """Model version, item count, dimension, index type and parameters, last update."""

@@ -15,7 +15,6 @@ and is named in ``degraded``; nothing here raises because a server is down.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,8 +37,6 @@ Hit = tuple[str, float]
 # Share of the request budget kept free, while the model path runs, for the popular fallback
 # and the metadata that follow it.
 FALLBACK_SHARE = 0.25
-# How long a model version learnt from faiss_app is trusted on the similar-items path.
-VERSION_TTL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -59,9 +56,6 @@ class Recommender:
         self._reserve_s = settings.request_budget_s * FALLBACK_SHARE
         self._guard = guard
         self._catalog = Catalog(guard, deps.db, deps.redis)
-        self._version: str | None = None
-        self._version_at = float("-inf")
-        self._version_lock = threading.Lock()
 
     def recommend(
         self, k: int, user_id: str | None = None, item_id: str | None = None
@@ -104,16 +98,16 @@ class Recommender:
 
     def similar_to(self, item_id: str, k: int, budget: Budget) -> Recommendation:
         degraded: set[str] = set()
-        hits: list[Hit] | None = None
+        hits: list[Hit] = []
+        version = None
         try:
-            hits = self._guard.call(
+            hits, version = self._guard.call(
                 "faiss", budget, lambda t: self._similar(t, item_id, k), self._reserve_s
             )
         except DependencyDown:
             degraded.add("faiss")
         if not hits:
             return self._finish([], k, {item_id}, budget, degraded, "popular", None)
-        version = self._model_version(budget)
         return self._finish(hits, k, {item_id}, budget, degraded, "similar", version)
 
     def popular(self, k: int, budget: Budget) -> Recommendation:
@@ -200,33 +194,12 @@ class Recommender:
         answer = self._faiss_at(timeout_s).search_full(vector[None, :], k, [seen])
         result = answer["results"][0]
         version = answer.get("model_version")
-        self._remember_version(version)
         return list(zip(result["ids"], map(float, result["scores"]), strict=True)), version
 
-    def _similar(self, timeout_s: float, item_id: str, k: int) -> list[Hit] | None:
+    def _similar(self, timeout_s: float, item_id: str, k: int) -> tuple[list[Hit], str | None]:
         try:
-            return self._faiss_at(timeout_s).similar(item_id, k)
+            answer = self._faiss_at(timeout_s).similar_full(item_id, k)
         except UnknownItem:
-            return None
-
-    def _remember_version(self, version: str | None) -> None:
-        if version:
-            with self._version_lock:
-                self._version, self._version_at = version, self._deps.clock()
-
-    def _model_version(self, budget: Budget) -> str | None:
-        """The index's model version: ``/v1/similar``'s answer is read through
-        ``FaissClient.similar``, which returns only the hits, so the version comes from the
-        last search answer or ``/v1/stats``, refreshed every :data:`VERSION_TTL_S`."""
-        with self._version_lock:
-            version, fresh = self._version, self._deps.clock() - self._version_at < VERSION_TTL_S
-        if fresh:
-            return version
-        try:
-            stats = self._guard.call(
-                "faiss", budget, lambda t: self._faiss_at(t).stats(), self._reserve_s
-            )
-        except DependencyDown:
-            return version
-        self._remember_version(stats.get("model_version"))
-        return stats.get("model_version") or version
+            return [], None
+        hits = list(zip(answer["ids"], map(float, answer["scores"]), strict=True))
+        return hits, answer.get("model_version")
