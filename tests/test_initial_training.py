@@ -15,13 +15,17 @@ from shared.model.checkpoint import load_snapshot
 from shared.storage import mongo, redis_store
 
 
-def test_initial_training_writes_snapshot_stream_and_seeds_stores(
-    settings: Settings, stack_env: dict[str, str], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def scripts_env(stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scripts run in-process read Settings.from_env(): point them at this test's stack."""
     for key, value in stack_env.items():
         if key.startswith("RECSYS_"):
             monkeypatch.setenv(key, value)
+
+
+def test_initial_training_writes_snapshot_stream_and_seeds_stores(
+    settings: Settings, scripts_env: None, tmp_path: Path
+) -> None:
     data = tmp_path / "data"
     assert generate_data.main(["--out", str(data), "--users", "60", "--items", "40",
                                "--events", "1500", "--clusters", "4", "--seed", "5"]) == 0
@@ -57,12 +61,8 @@ def test_initial_training_writes_snapshot_stream_and_seeds_stores(
 
 
 def test_no_seed_leaves_stores_untouched(
-    settings: Settings, stack_env: dict[str, str], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings, scripts_env: None, tmp_path: Path
 ) -> None:
-    for key, value in stack_env.items():
-        if key.startswith("RECSYS_"):
-            monkeypatch.setenv(key, value)
     csv = tmp_path / "events.csv"
     rows = [f"u{u},i{(u * 3 + j) % 20},view,{1704067200000 + 1000 * (u * 10 + j)}"
             for u in range(30) for j in range(8)]
