@@ -182,12 +182,25 @@ def _log_error(err: KafkaError) -> None:
     log.warning("kafka consumer error: %s", err)
 
 
+def position(msg: Message) -> tuple[str, int, int]:
+    """``(topic, partition, offset)`` of a consumed message.
+
+    confluent-kafka types all three as optional because an error event may lack them; the
+    messages :func:`poll_batches` yields carry no error and always have them.
+    """
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError(f"message has no position: {topic!r}[{partition!r}]@{offset!r}")
+    return topic, partition, offset
+
+
 def next_offsets(messages: list[Message]) -> dict[tuple[str, int], int]:
     """The offset to commit per (topic, partition): one past the last message seen."""
     offsets: dict[tuple[str, int], int] = {}
     for msg in messages:
-        key = (msg.topic(), msg.partition())
-        offsets[key] = max(offsets.get(key, 0), msg.offset() + 1)
+        topic, partition, offset = position(msg)
+        key = (topic, partition)
+        offsets[key] = max(offsets.get(key, 0), offset + 1)
     return offsets
 
 

@@ -52,6 +52,7 @@ from shared.kafka import (
     make_consumer,
     make_producer,
     poll_batches,
+    position,
 )
 from shared.metrics import Metrics
 from shared.model.checkpoint import save_snapshot
@@ -252,7 +253,7 @@ class Trainer:
         produced_ms: list[int] = []
         new_positions: dict[int, int] = {}
         for msg in batch:
-            part, offset = msg.partition(), msg.offset()
+            _, part, offset = position(msg)
             if part not in self.assigned or offset < self.positions.get(part, 0):
                 self.counters["skipped"] += 1  # revoked meanwhile, or learned already
                 continue
