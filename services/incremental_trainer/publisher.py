@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 
 import numpy as np
 import redis
@@ -43,7 +44,7 @@ class VectorPublisher:
             return
         with self._lock:
             part, offset = msg.partition(), msg.offset()
-            if offset is not None and offset >= 0:
+            if part is not None and offset is not None and offset >= 0:
                 self.delivered[part] = max(self.delivered.get(part, 0), offset + 1)
 
     def publish(self, items: Iterable[tuple[str, np.ndarray]], model_version: str) -> int:
@@ -109,5 +110,8 @@ class StatePublisher:
     def load_popularity(self) -> tuple[list[tuple[str, float]], float | None]:
         """Every ``popular`` entry and the reference time its scores are relative to."""
         ref = self._redis.get(redis_store.POPULAR_REF_KEY)
-        entries = self._redis.zrange(redis_store.POPULAR_KEY, 0, -1, withscores=True)
+        entries = cast(  # decode_responses=True: (member, score) pairs of str and float
+            "list[tuple[str, float]]",
+            self._redis.zrange(redis_store.POPULAR_KEY, 0, -1, withscores=True),
+        )
         return [(str(i), float(s)) for i, s in entries], (float(ref) if ref is not None else None)

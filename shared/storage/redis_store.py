@@ -9,9 +9,10 @@ set is rescaled once and ``ref`` moves forward, keeping scores in float range.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from shared.config import RedisSettings
 
@@ -45,7 +46,9 @@ def put_item_metadata(r: redis.Redis, items: Iterable[Mapping[str, Any]]) -> int
     pipe = r.pipeline(transaction=False)
     count = 0
     for item in items:
-        fields = {k: str(v) for k, v in item.items() if k not in ("item_id", "_id") and v is not None}
+        fields: dict[FieldT, EncodableT] = {
+            k: str(v) for k, v in item.items() if k not in ("item_id", "_id") and v is not None
+        }
         if fields:
             pipe.hset(item_key(str(item["item_id"])), mapping=fields)
             count += 1
@@ -95,7 +98,10 @@ def top_popular(r: redis.Redis, k: int, exclude: Iterable[str] = ()) -> list[tup
     """The ``k`` most popular items not in ``exclude``, best first, with their scores."""
     excluded = set(exclude)
     wanted = k + len(excluded)
-    ranked = r.zrevrange(POPULAR_KEY, 0, wanted - 1, withscores=True)
+    # decode_responses=True (see connect): members are str, and withscores pairs them with floats.
+    ranked = cast(
+        "list[tuple[str, float]]", r.zrevrange(POPULAR_KEY, 0, wanted - 1, withscores=True)
+    )
     return [(item, score) for item, score in ranked if item not in excluded][:k]
 
 
@@ -111,4 +117,4 @@ def push_seen(r: redis.Redis, user_items: Mapping[str, Sequence[str]], cap: int)
 
 def get_seen(r: redis.Redis, user_id: str) -> list[str]:
     """Recent items of a user, newest first."""
-    return list(r.lrange(seen_key(user_id), 0, -1))
+    return list(cast("list[str]", r.lrange(seen_key(user_id), 0, -1)))  # decode_responses=True
