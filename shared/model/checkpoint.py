@@ -19,7 +19,7 @@ import numpy as np
 from shared import snapshots
 from shared.model.errors import SnapshotFormatError
 from shared.model.gmf import DEFAULT_INIT_STD, GMF
-from shared.model.ids import HASH, HashIdMap, IdMap, VocabIdMap, make_id_map
+from shared.model.ids import HASH, VOCAB, HashIdMap, IdMap, VocabIdMap, make_id_map
 
 Offsets = Mapping[str, Mapping[str, int]]
 _WEIGHT_NAMES = ("user_embedding", "item_embedding", "item_bias", "h", "global_bias")
@@ -132,7 +132,9 @@ def save_snapshot(
 
     def write_files(folder: Path) -> None:
         with open(folder / snapshots.WEIGHTS, "wb") as handle:
-            np.savez(handle, **arrays)
+            # float32 only, read back with allow_pickle=False; naming the flag also shows mypy
+            # that no key of ``arrays`` binds it.
+            np.savez(handle, allow_pickle=False, **arrays)
         snapshots.write_json(folder / snapshots.USER_IDS, user_map.to_json())
         snapshots.write_json(folder / snapshots.ITEM_IDS, item_ids)
         with open(folder / snapshots.ITEM_VECTORS, "wb") as handle:
@@ -172,6 +174,10 @@ def load_snapshot(
         raise SnapshotFormatError(f"{folder}: {exc}") from None
     mode = manifest.get("id_mode")
     buckets = manifest.get("hash_buckets")
+    if not isinstance(mode, str):  # the message make_id_map gives for any unknown mode
+        raise SnapshotFormatError(
+            f"{folder}: unknown id mode {mode!r}; expected {VOCAB!r} or {HASH!r}"
+        )
     try:
         user_map = make_id_map(mode, buckets, snapshots.read_json(folder / snapshots.USER_IDS))
         item_map = make_id_map(mode, buckets, snapshots.read_json(folder / snapshots.ITEM_IDS))

@@ -19,6 +19,7 @@ from shared.config import ModelSettings
 from shared.model.evaluation import (
     GMFScorer,
     PopularityScorer,
+    Scorer,
     Split,
     evaluate,
     leave_last_out,
@@ -134,8 +135,10 @@ def run_experiment(pairs: Pairs, settings: ModelSettings, config: TrainConfig,
     started = time.perf_counter()
     trained = train(pairs, fit_index, settings, config, validation=val_index)
     counts = np.bincount(pairs.item_codes[split.train], minlength=pairs.n_items)
-    scorers = {"gmf": GMFScorer(trained.model, trained.user_rows, trained.item_rows),
-               "popularity": PopularityScorer(counts)}
+    scorers: dict[str, Scorer] = {
+        "gmf": GMFScorer(trained.model, trained.user_rows, trained.item_rows),
+        "popularity": PopularityScorer(counts),
+    }
     eval_started = time.perf_counter()
     report: dict[str, Any] = evaluate(scorers, pairs.user_codes, pairs.item_codes, split,
                                       pairs.n_items, ks, n_negatives, seed=config.seed)
