@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import falcon
 
@@ -95,7 +95,13 @@ class RequestContext:
 ErrorHandler = Callable[[falcon.Request, falcon.Response, Exception, Any], None]
 
 
-def _raise(status_error: type[falcon.HTTPError], title: str) -> ErrorHandler:
+class StatusError(Protocol):
+    """An ``HTTPError`` subclass with its status built in, such as ``falcon.HTTPNotFound``."""
+
+    def __call__(self, *, title: str, description: str) -> falcon.HTTPError: ...
+
+
+def _raise(status_error: StatusError, title: str) -> ErrorHandler:
     """An error handler turning a domain error into ``status_error`` with its message."""
 
     def handle(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:

@@ -217,10 +217,10 @@ class Catalog:
         for update in updates:
             latest.pop(update.item_id, None)
             latest[update.item_id] = update
-        upserts = [u for u in latest.values() if u.vector is not None]
+        upserts = {u.item_id: u.vector for u in latest.values() if u.vector is not None}
         deletes = [u.item_id for u in latest.values() if u.vector is None]
         matrix = (
-            np.stack([u.vector for u in upserts]).astype(np.float32, copy=False)
+            np.stack(list(upserts.values())).astype(np.float32, copy=False)
             if upserts
             else np.zeros((0, self.dim), dtype=np.float32)
         )
@@ -228,11 +228,11 @@ class Catalog:
         with self._lock.write():
             for item_id in deletes:
                 self._retire(item_id)
-            for update in upserts:
-                self._retire(update.item_id)
+            for item_id in upserts:
+                self._retire(item_id)
             self._search.add(matrix)
             self._similar.add(normalized)
-            self._register([u.item_id for u in upserts])
+            self._register(list(upserts))
             info = self.updates
             for partition, offset in offsets.items():
                 info.offsets[partition] = max(info.offsets.get(partition, 0), offset)
