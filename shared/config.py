@@ -15,7 +15,10 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 PREFIX = "RECSYS_"
 
@@ -98,13 +101,13 @@ def setting(name: str, default: Any, parse: Callable[[str], Any] = str) -> Any:
     return field(default=default, metadata={"env": PREFIX + name, "parse": parse})
 
 
-C = TypeVar("C")
+C = TypeVar("C", bound="DataclassInstance")
 
 
 def load_section(cls: type[C], env: Mapping[str, str]) -> C:
     """Build one settings dataclass from ``env``, raising ConfigError naming a bad variable."""
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         var = f.metadata["env"]
         raw = env.get(var)
         if raw is None:
@@ -239,7 +242,8 @@ class Settings:
         source = os.environ if env is None else env
         return cls(
             **{
-                f.name: load_section(f.default_factory, source)  # type: ignore[misc]
+                # every section field is declared with default_factory=<its settings class>
+                f.name: load_section(cast("type[Any]", f.default_factory), source)
                 for f in dataclasses.fields(cls)
             }
         )

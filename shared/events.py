@@ -16,7 +16,11 @@ from typing import Any
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 MAX_ID_LENGTH = 128
 MAX_EVENT_BYTES = 16 * 1024
-METADATA_FIELDS = {"title": str, "category": str, "price": (int, float)}
+METADATA_FIELDS: Mapping[str, type | tuple[type, ...]] = {
+    "title": str,
+    "category": str,
+    "price": (int, float),
+}
 MAX_METADATA_TEXT = 256
 
 # How much each positive signal counts, for popularity and for the learning rate of the update.
@@ -91,7 +95,7 @@ def _validate_metadata(raw: Any) -> dict[str, Any]:
             raise InvalidEvent(f"item.{key} has the wrong type")
         if isinstance(value, str) and len(value) > MAX_METADATA_TEXT:
             raise InvalidEvent(f"item.{key} is longer than {MAX_METADATA_TEXT} characters")
-        if key == "price" and not (0 <= value < 1e9):
+        if key == "price" and isinstance(value, int | float) and not (0 <= value < 1e9):
             raise InvalidEvent("item.price must be between 0 and 1e9")
         clean[key] = value
     return clean

@@ -77,7 +77,7 @@ class ModelState:
             "loaded snapshot %s: %d users, %d items",
             snap.version,
             len(snap.user_map),
-            len(snap.item_map),  # type: ignore[arg-type]
+            len(snap.item_map),
         )
         offsets = {
             t: {str(p): int(o) for p, o in parts.items()} for t, parts in snap.offsets.items()
