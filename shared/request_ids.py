@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import falcon
 
@@ -31,7 +31,8 @@ class RequestIdMiddleware:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
-        resp.set_header(REQUEST_ID_HEADER, req.context.get("request_id", "-"))
+        # Context.get is typed Any | None even when given a default; process_request sets a str.
+        resp.set_header(REQUEST_ID_HEADER, cast(str, req.context.get("request_id", "-")))
         token = req.context.get("request_id_token")
         if token is not None:
             request_id_var.reset(token)

@@ -61,7 +61,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
         deps.producer, settings.kafka.interactions_topic, rec.publish_timeout_s, deps.clock
     )
     app = falcon.App(
-        middleware=[RequestIdMiddleware(), RequestMetrics(deps.metrics), BodyLimit(rec.max_body_bytes)]
+        middleware=(RequestIdMiddleware(), RequestMetrics(deps.metrics), BodyLimit(rec.max_body_bytes))
     )
     app.add_route("/recommend", RecommendResource(Recommender(deps, rec, guard), rec))
     app.add_route("/events", EventsResource(publisher, rec, deps.metrics, deps.now_ms))

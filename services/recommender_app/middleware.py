@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import falcon
 
@@ -46,7 +46,9 @@ class RequestMetrics:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
-        ms = (time.perf_counter() - req.context.get("started", time.perf_counter())) * 1000.0
+        # Context.get is typed Any | None even when given a default; process_request sets a float.
+        started = cast(float, req.context.get("started", time.perf_counter()))
+        ms = (time.perf_counter() - started) * 1000.0
         endpoint = req.context.get("endpoint")
         if endpoint:
             self._metrics.timing(f"api.{endpoint}.ms", ms)
