@@ -354,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     own_stack = args.stack_dir is None
     stack_dir = work / "stack" if own_stack else args.stack_dir
     procs: list[ManagedProcess] = []
+    stack: localstack.StackInfo | None
     try:
         if own_stack:
             print(f"starting a private stack in {stack_dir}", flush=True)
@@ -371,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             localstack.stop(stack_dir)
     print_table(run)
     report_path = args.report_dir / "bench_api.json"
-    report = {"runs": {}}
+    report: dict[str, Any] = {"runs": {}}
     if report_path.exists():
         report = json.loads(report_path.read_text())
     report["runs"][f"{args.items}/{args.faiss_index}"] = run

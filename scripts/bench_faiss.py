@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
         # Other work on the machine skews latencies: say how busy it was.
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
-    runs = [{"meta": meta, "rows": rows}]
+    runs: list[dict[str, Any]] = [{"meta": meta, "rows": rows}]
     if args.append and args.out.exists():
         runs = json.loads(args.out.read_text())["runs"] + runs
     args.out.parent.mkdir(parents=True, exist_ok=True)

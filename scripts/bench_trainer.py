@@ -232,9 +232,8 @@ def freshness(
             if seen_mongo is None and db[mongo.USERS].find_one({"_id": user_id}, {"_id": 1}):
                 seen_mongo = now
             if seen_faiss is None:
-                answer = session.get(
-                    f"{faiss_url}/v1/similar", params={"item_id": item_id, "k": 1}, timeout=1
-                )
+                params: dict[str, str | int] = {"item_id": item_id, "k": 1}
+                answer = session.get(f"{faiss_url}/v1/similar", params=params, timeout=1)
                 if answer.status_code == 200:
                     seen_faiss = now
             time.sleep(0.002)

@@ -61,8 +61,8 @@ def trainer_status(path: Path) -> dict[str, Any]:
 def measure_freshness(api: str, item_id: str, timeout_s: float = 20.0) -> float | None:
     """Seconds from posting an event for a new user to a personalized answer for that user."""
     user = f"probe-{uuid.uuid4().hex[:8]}"
-    event = {"user_id": user, "item_id": item_id, "event": "click",
-             "ts": int(time.time() * 1000)}
+    event: dict[str, str | int] = {"user_id": user, "item_id": item_id, "event": "click",
+                                   "ts": int(time.time() * 1000)}
     started = time.monotonic()
     if requests.post(f"{api}/events", json=event, timeout=5).status_code != 202:
         return None
@@ -76,8 +76,8 @@ def measure_freshness(api: str, item_id: str, timeout_s: float = 20.0) -> float 
 
 def show_recommendations(api: str, users: list[str]) -> None:
     for user in users:
-        answer = requests.get(f"{api}/recommend", params={"user_id": user, "k": 5},
-                              timeout=5).json()
+        params: dict[str, str | int] = {"user_id": user, "k": 5}
+        answer = requests.get(f"{api}/recommend", params=params, timeout=5).json()
         items = ", ".join(
             f"{i['item_id']} ({i.get('category', '?')}, {i['score']:.2f})"
             for i in answer.get("items", [])

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 STATE_FILE = "stack.json"
 ENV_FILE = "stack.env"
@@ -139,6 +140,7 @@ def _wait_mongo(uri: str, deadline: float, check: Callable[[], None]) -> None:
     from pymongo import MongoClient
 
     last: Exception | None = None
+    client: MongoClient[dict[str, Any]]
     while time.monotonic() < deadline:
         try:
             with MongoClient(uri, serverSelectionTimeoutMS=1000) as client:

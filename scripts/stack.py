@@ -51,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, alive in states.items():
             print(f"{name:6} {'running' if alive else 'stopped'}")
         return 0 if all(states.values()) else 1
-    info = localstack.read_state(args.data_dir)
-    if info is None:
+    recorded = localstack.read_state(args.data_dir)
+    if recorded is None:
         print("no stack recorded in", args.data_dir, file=sys.stderr)
         return 1
-    for key, value in info.env().items():
+    for key, value in recorded.env().items():
         print(f"export {key}={value}")
     return 0
 
