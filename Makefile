@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint stack-up stack-down bench clean
+.PHONY: demo test lint typecheck stack-up stack-down bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check shared services scripts tests
+	$(VENV)/bin/mypy
+
+# Files and per-module settings are in pyproject.toml's [tool.mypy].
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
 
 stack-up: $(STAMP)
 	$(PY) -m scripts.stack up
@@ -29,4 +34,4 @@ stack-down: $(STAMP)
 	$(PY) -m scripts.stack down
 
 clean:
-	rm -rf $(VENV) .stack .pytest_cache
+	rm -rf $(VENV) .stack .pytest_cache .mypy_cache
