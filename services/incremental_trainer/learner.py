@@ -24,7 +24,7 @@ from shared.events import Interaction
 from shared.model.checkpoint import load_snapshot
 from shared.model.errors import ModelFitError
 from shared.model.gmf import GMF
-from shared.model.ids import HASH, id_map_from_settings
+from shared.model.ids import HASH, HashIdMap, VocabIdMap, id_map_from_settings
 from shared.model.isgd import ISGDParams, Tables, event_scale, update_event
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ class ModelState:
     """The model with its id maps, the version it descends from and the offsets it holds."""
 
     model: GMF
-    user_map: object  # VocabIdMap | HashIdMap
-    item_map: object
+    user_map: VocabIdMap | HashIdMap
+    item_map: VocabIdMap | HashIdMap
     version: str
     offsets: dict[str, dict[str, int]]
     loaded_from_snapshot: bool
@@ -132,9 +132,10 @@ class Learner:
         self.tables = Tables.of(state.model)
         self.events_learned = 0
         self._hash_rows: dict[int, list[str]] = defaultdict(list)
-        if self.state.item_map.mode == HASH:  # type: ignore[attr-defined]
-            for item_id in self.state.item_map.ids:  # type: ignore[attr-defined]
-                self._hash_rows[self.state.item_map.row(item_id, False)].append(item_id)  # type: ignore[attr-defined]
+        item_map = self.state.item_map
+        if isinstance(item_map, HashIdMap):  # mode == HASH
+            for item_id in item_map.ids:
+                self._hash_rows[item_map.bucket(item_id)].append(item_id)  # its row
 
     @classmethod
     def from_settings(
@@ -147,29 +148,29 @@ class Learner:
     # ------------------------------------------------------------------ ids
     @property
     def n_item_rows(self) -> int:
-        return int(self.state.item_map.required_rows)  # type: ignore[attr-defined]
+        return int(self.state.item_map.required_rows)
 
     def item_ids_of_rows(self, rows: Sequence[int]) -> list[tuple[str, int]]:
         """``(item_id, row)`` for every known id living in ``rows``."""
         item_map = self.state.item_map
-        if item_map.mode == HASH:  # type: ignore[attr-defined]
+        if item_map.mode == HASH:
             return [(i, r) for r in rows for i in self._hash_rows.get(r, ())]
-        ids = item_map.ids  # type: ignore[attr-defined]
+        ids = item_map.ids
         return [(ids[r], r) for r in rows if r < len(ids)]
 
     def _item_row(self, item_id: str, result: BatchResult) -> int:
         item_map = self.state.item_map
-        known = item_map.row(item_id, create=False)  # type: ignore[attr-defined]
+        known = item_map.row(item_id, create=False)
         if known is not None:
             return known
-        row = item_map.row(item_id, create=True)  # type: ignore[attr-defined]
-        if item_map.mode == HASH:  # type: ignore[attr-defined]
+        row = item_map.row(item_id, create=True)
+        if item_map.mode == HASH:
             self._hash_rows[row].append(item_id)
         self._ensure_capacity(ITEMS, row + 1, result)
         return row
 
     def _user_row(self, user_id: str, result: BatchResult) -> int:
-        row = self.state.user_map.row(user_id, create=True)  # type: ignore[attr-defined]
+        row = self.state.user_map.row(user_id, create=True)
         self._ensure_capacity(USERS, row + 1, result)
         return row
 
@@ -189,10 +190,10 @@ class Learner:
 
     def remember_seen(self, user_id: str, item_ids: Sequence[str]) -> None:
         """Fold items a user engaged with before this process started (e.g. from Redis)."""
-        user_row = self.state.user_map.row(user_id, create=False)  # type: ignore[attr-defined]
+        user_row = self.state.user_map.row(user_id, create=False)
         if user_row is None:
             return
-        rows = self.state.item_map.rows(item_ids, create=False)  # type: ignore[attr-defined]
+        rows = self.state.item_map.rows(item_ids, create=False)
         self.seen[user_row].update(int(r) for r in rows if r >= 0)
 
     def known_user_rows(self) -> set[int]:
@@ -225,8 +226,8 @@ class Learner:
         self._ensure_capacity(USERS, _rows_needed(user_map, (e.user_id for e in events)), result)
         self._ensure_capacity(ITEMS, _rows_needed(item_map, (e.item_id for e in events)), result)
         for e, event in enumerate(events):
-            user_known = user_map.row(event.user_id, create=False)  # type: ignore[attr-defined]
-            item_known = item_map.row(event.item_id, create=False)  # type: ignore[attr-defined]
+            user_known = user_map.row(event.user_id, create=False)
+            item_known = item_map.row(event.item_id, create=False)
             if (
                 user_known is not None
                 and item_known is not None
@@ -262,12 +263,12 @@ class Learner:
         return result
 
 
-def _rows_needed(id_map: object, ids: Iterable[str]) -> int:
+def _rows_needed(id_map: VocabIdMap | HashIdMap, ids: Iterable[str]) -> int:
     """Rows a table needs once every id in ``ids`` has one (so a batch grows it at most once)."""
-    new = {i for i in ids if i not in id_map}  # type: ignore[operator]
-    needed = int(id_map.required_rows)  # type: ignore[attr-defined]
+    new = {i for i in ids if i not in id_map}
+    needed = int(id_map.required_rows)
     if not new:
         return needed
-    if id_map.mode == HASH:  # type: ignore[attr-defined]
-        return max(needed, max(id_map.bucket(i) for i in new) + 1)  # type: ignore[attr-defined]
+    if isinstance(id_map, HashIdMap):  # mode == HASH
+        return max(needed, max(id_map.bucket(i) for i in new) + 1)
     return needed + len(new)

@@ -22,11 +22,11 @@ def warm_start(learner: Learner, prefix: pd.DataFrame) -> None:
     for user_id, item_id, event, ts in prefix[["user_id", "item_id", "event", "ts"]].itertuples(
         index=False
     ):
-        item_row = items.row(str(item_id), create=False)  # type: ignore[attr-defined]
+        item_row = items.row(str(item_id), create=False)
         if item_row is None:
             continue
         learner.popularity.bump(item_row, EVENT_WEIGHTS[str(event)], int(ts))
-        user_row = users.row(str(user_id), create=False)  # type: ignore[attr-defined]
+        user_row = users.row(str(user_id), create=False)
         if user_row is not None:
             learner.seen[user_row].add(item_row)
 

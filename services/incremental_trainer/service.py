@@ -170,7 +170,7 @@ class Trainer:
         if ref is None or not entries:
             return
         item_map = self.learner.state.item_map
-        pairs = [(item_map.row(i, create=False), s) for i, s in entries]  # type: ignore[attr-defined]
+        pairs = [(item_map.row(i, create=False), s) for i, s in entries]
         known = [(r, s) for r, s in pairs if r is not None]
         self.learner.popularity.load([r for r, _ in known], [s for _, s in known], ref)
         log.info("popularity seeded from Redis with %d items", len(known))
@@ -324,7 +324,7 @@ class Trainer:
                 )
         if result.user_events:
             user_ids = list(result.user_events)
-            rows = state.user_map.rows(user_ids, create=False)  # type: ignore[attr-defined]
+            rows = state.user_map.rows(user_ids, create=False)
             queries = model.query_vectors(rows)
             self.state.users(
                 ((u, q, result.user_events[u]) for u, q in zip(user_ids, queries, strict=True)),
@@ -346,8 +346,8 @@ class Trainer:
         version = save_snapshot(
             self.models_dir,
             state.model,
-            state.user_map,  # type: ignore[arg-type]
-            state.item_map,  # type: ignore[arg-type]
+            state.user_map,
+            state.item_map,
             offsets={
                 INTERACTIONS: {str(p): o for p, o in sorted(positions.items())},
                 ITEM_VECTORS: vector_offsets,
@@ -410,8 +410,8 @@ class Trainer:
             "skipped": self.counters["skipped"],
             "snapshots": self.counters["snapshots"],
             "growths": self.counters["growths"],
-            "users": len(self.learner.state.user_map),  # type: ignore[arg-type]
-            "items": len(self.learner.state.item_map),  # type: ignore[arg-type]
+            "users": len(self.learner.state.user_map),
+            "items": len(self.learner.state.item_map),
             "capacity": {USERS: model.user_capacity, ITEMS: model.item_capacity},
             "resumed_from": self.resumed_from,
             "positions": {str(p): o for p, o in sorted(self.positions.items())},

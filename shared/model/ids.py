@@ -14,7 +14,7 @@ Two maps share one interface (:class:`IdMap`):
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Literal, Protocol, overload
 
 import mmh3
 import numpy as np
@@ -32,7 +32,10 @@ class IdMap(Protocol):
 
     mode: str
 
-    def row(self, id_: str, create: bool = True) -> int | None: ...
+    @overload
+    def row(self, id_: str, create: Literal[True] = True) -> int: ...
+    @overload
+    def row(self, id_: str, create: bool) -> int | None: ...
 
     def rows(self, ids: Iterable[str], create: bool = True) -> np.ndarray: ...
 
@@ -62,6 +65,10 @@ class _SeenIds:
     def _assign(self, id_: str) -> int:
         raise NotImplementedError
 
+    @overload
+    def row(self, id_: str, create: Literal[True] = True) -> int: ...
+    @overload
+    def row(self, id_: str, create: bool) -> int | None: ...
     def row(self, id_: str, create: bool = True) -> int | None:
         """Row of ``id_``; an unseen id gets a row when ``create``, else None is returned."""
         found = self._rows.get(id_)

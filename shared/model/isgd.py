@@ -30,8 +30,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # no torch import at runtime
+    from shared.model.gmf import GMF
 
 # Keep logits in a range where exp() is finite; σ is saturated long before.
 _LOGIT_CLIP = 30.0
@@ -84,14 +88,14 @@ class Tables:
         return float(np.mean(np.square(self.h))) or 1.0
 
     @classmethod
-    def of(cls, model: object) -> Tables:
+    def of(cls, model: GMF) -> Tables:
         """Views of a ``shared.model.gmf.GMF``'s live tensors (refresh after any growth)."""
         return cls(
-            user_embedding=model.user_embedding.data.numpy(),  # type: ignore[attr-defined]
-            item_embedding=model.item_embedding.data.numpy(),  # type: ignore[attr-defined]
-            item_bias=model.item_bias.data.numpy(),  # type: ignore[attr-defined]
-            h=model.h.data.numpy(),  # type: ignore[attr-defined]
-            global_bias=float(model.global_bias.item()),  # type: ignore[attr-defined]
+            user_embedding=model.user_embedding.data.numpy(),
+            item_embedding=model.item_embedding.data.numpy(),
+            item_bias=model.item_bias.data.numpy(),
+            h=model.h.data.numpy(),
+            global_bias=float(model.global_bias.item()),
         )
 
     def scores(self, user_row: int, n_items: int) -> np.ndarray:
