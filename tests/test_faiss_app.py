@@ -76,11 +76,13 @@ def test_live_upserts_and_deletes_from_kafka(
 ) -> None:
     ids, vectors = items
     query = vectors[:1] * 2
-    first = search(client, query).json["results"][0]["ids"][0]
+    before = search(client, query).json
+    first = before["results"][0]["ids"][0]
     winner = (query[0] * 5).astype(np.float32)
     publish(
         faiss_settings.kafka,
         [(b"bad-message", b"not a vector"), ("fresh", winner), (first, None)],
+        version="trainer-v2",
     )
 
     def updated() -> list[str] | None:
@@ -96,6 +98,12 @@ def test_live_upserts_and_deletes_from_kafka(
     assert stats["follower"]["running"]
     similar = client.simulate_get("/v1/similar", params={"item_id": "fresh", "k": 3}).json
     assert "fresh" not in similar["ids"] and len(similar["ids"]) == 3
+    # Answers name the newest trainer version applied, not the snapshot loaded at start (the
+    # trailing delete carries no version and must not hide it).
+    assert before["model_version"] != "trainer-v2"
+    assert search(client, query).json["model_version"] == "trainer-v2"
+    assert similar["model_version"] == "trainer-v2"
+    assert client.simulate_get("/v1/stats").json["serving_model_version"] == "trainer-v2"
 
 
 def test_reload_swaps_versions_while_searches_run(

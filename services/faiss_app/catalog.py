@@ -62,6 +62,8 @@ class UpdateInfo:
     last_item_id: str | None = None
     last_model_version: str | None = None
     last_applied_at: float | None = None
+    # Newest trainer version among applied upserts (tombstones carry none): what is served.
+    newest_model_version: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +145,12 @@ class Catalog:
     def count(self) -> int:
         """Live items."""
         return len(self._label_of)
+
+    @property
+    def serving_version(self) -> str:
+        """The model version answers name: the snapshot's, or the trainer version of the newest
+        vectors applied from item-vectors since it was loaded."""
+        return self.updates.newest_model_version or self.version
 
     def search(
         self, queries: np.ndarray, k: int, exclude: Sequence[Sequence[str]] | None = None
@@ -242,6 +250,9 @@ class Catalog:
                 info.last_item_id = updates[-1].item_id
                 info.last_model_version = updates[-1].model_version or None
                 info.last_applied_at = time.time()
+            versions = [u.model_version for u in updates if u.model_version]
+            if versions:
+                info.newest_model_version = versions[-1]
         return len(latest)
 
     def _retire(self, item_id: str) -> None:
@@ -288,7 +299,8 @@ class Catalog:
     def describe(self) -> dict[str, Any]:
         with self._lock.read():
             return {
-                "model_version": self.version,
+                "model_version": self.version,  # the snapshot loaded
+                "serving_model_version": self.serving_version,
                 "count": self.count,
                 "dimension": self.dim,
                 "similarity_dims": self.similarity_dims,

@@ -123,19 +123,21 @@ class IndexService:
     ) -> dict[str, Any]:
         """Answer of ``POST /v1/search`` for float32 ``queries`` of shape (n, dim)."""
         catalog = self.require()
+        version = catalog.serving_version  # read first: the answer reflects at least this
         results = catalog.search(queries, k, exclude)
         self.metrics.incr("faiss.queries", len(queries))
         return {
             "results": [{"ids": ids, "scores": scores} for ids, scores in results],
-            "model_version": catalog.version,
+            "model_version": version,
             "index_type": catalog.index_type,
         }
 
     def similar(self, item_id: str, k: int) -> dict[str, Any]:
         """Answer of ``GET /v1/similar``; raises UnknownItemError."""
         catalog = self.require()
+        version = catalog.serving_version
         ids, scores = catalog.similar(item_id, k)
-        return {"item_id": item_id, "ids": ids, "scores": scores, "model_version": catalog.version}
+        return {"item_id": item_id, "ids": ids, "scores": scores, "model_version": version}
 
     def stats(self) -> dict[str, Any]:
         catalog = self.require()
