@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -98,15 +97,3 @@ def publish(
             encoded = None if value is None else encode_value(np.asarray(value), version)
             producer.produce(kafka.item_vectors_topic, key=key.encode(), value=encoded)
     flush_or_raise(producer, 10.0)
-
-
-def wait_for(check: Callable[[], T | None], timeout_s: float = 15.0, every_s: float = 0.05) -> T:
-    """Poll ``check`` until it returns something truthy; AssertionError at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s}s")
-        time.sleep(every_s)

@@ -14,7 +14,8 @@ from shared.config import Settings
 from shared.kafka import ensure_topics, wait_for_topics
 from shared.metrics import Metrics
 from tests.conftest import replace
-from tests.faiss_helpers import clustered, exact_top_k, publish, wait_for, write_snapshot
+from tests.faiss_helpers import clustered, exact_top_k, publish, write_snapshot
+from tests.polling import wait_for
 
 N, DIM = 2000, 17
 TOKEN = "s3cret"

@@ -15,7 +15,8 @@ from scripts.localstack import free_port
 from shared.config import Settings
 from shared.faiss_client import FaissClient, FaissRequestError, FaissUnavailable, UnknownItem
 from shared.kafka import ensure_topics, wait_for_topics
-from tests.faiss_helpers import clustered, exact_top_k, publish, wait_for, write_snapshot
+from tests.faiss_helpers import clustered, exact_top_k, publish, write_snapshot
+from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "gunicorn-token"

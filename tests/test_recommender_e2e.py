@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,19 +17,10 @@ from scripts import localstack
 from scripts.processes import ManagedProcess, start_gunicorn
 from shared.config import Settings
 from shared.kafka import ensure_topics
+from tests.polling import wait_for
 from tests.test_recommender_support import api_settings, client_for
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 @pytest.fixture
@@ -60,7 +51,7 @@ def test_an_event_posted_to_the_api_changes_that_users_next_answer(
     settings = Settings.from_env(e2e_env)
     ensure_topics(settings.kafka)
     latest = Path(e2e_env["RECSYS_MODELS_DIR"]) / "LATEST"
-    wait_for(lambda: latest.exists() or not trainer.running(), 60, "the first snapshot")
+    wait_for(lambda: latest.exists() or not trainer.running(), 60, 0.2, "the first snapshot")
     assert trainer.running(), trainer.log_tail(3000)
     port = localstack.free_port()
     faiss = start_gunicorn(
@@ -81,7 +72,7 @@ def test_an_event_posted_to_the_api_changes_that_users_next_answer(
             body = client.simulate_get("/recommend", params={"user_id": "alice", "k": 5}).json
             return body if body["source"] == "personalized" and len(body["items"]) == 5 else None
 
-        before = wait_for(personalized, 60, "a personalized answer for alice")
+        before = wait_for(personalized, 60, 0.2, "a personalized answer for alice")
         assert isinstance(before, dict)
         top = before["items"][0]["item_id"]
         assert top not in {"i1", "i2"}  # seen items are filtered
@@ -93,7 +84,7 @@ def test_an_event_posted_to_the_api_changes_that_users_next_answer(
             body = personalized()
             return body if body and top not in [i["item_id"] for i in body["items"]] else None
 
-        after = wait_for(changed, 30, "alice's answer to reflect the purchase")
+        after = wait_for(changed, 30, 0.2, "alice's answer to reflect the purchase")
         assert isinstance(after, dict)
         assert after["model_version"]
         user = deps.db["users"].find_one({"_id": "alice"})

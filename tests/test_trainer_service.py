@@ -35,7 +35,7 @@ from shared.model.checkpoint import load_snapshot
 from shared.model.gmf import grown_capacity
 from shared.storage import mongo, redis_store
 from tests.conftest import replace
-from tests.faiss_helpers import wait_for
+from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 N_USERS, N_ITEMS, GROUPS = 30, 24, 3
