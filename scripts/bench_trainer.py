@@ -45,7 +45,13 @@ from shared.config import Settings
 from shared.data.split import chronological_split
 from shared.data.synthetic import SyntheticConfig, generate
 from shared.events import EVENT_WEIGHTS, Interaction
-from shared.kafka import ensure_topics, flush_or_raise, make_producer, wait_for_topics
+from shared.kafka import (
+    ensure_topics,
+    flush_or_raise,
+    make_producer,
+    produce_blocking,
+    wait_for_topics,
+)
 from shared.logs import setup_logging
 from shared.metrics import Metrics
 from shared.model.checkpoint import save_snapshot
@@ -159,12 +165,7 @@ def produce_all(settings: Settings, events: list[Interaction], progress: bool) -
     producer = make_producer(settings.kafka, **{"linger.ms": 20})
     topic = settings.kafka.interactions_topic
     for event in tqdm(events, desc="produce", unit="ev", disable=not progress):
-        while True:
-            try:
-                producer.produce(topic, key=event.user_id.encode(), value=event.to_bytes())
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_blocking(producer, topic, event.user_id.encode(), event.to_bytes())
         producer.poll(0)
     flush_or_raise(producer, 30.0)
 

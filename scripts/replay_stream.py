@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from shared.config import Settings
 from shared.events import Interaction, InvalidEvent, from_dict
-from shared.kafka import ensure_topics, flush_or_raise, make_producer
+from shared.kafka import ensure_topics, flush_or_raise, make_producer, produce_blocking
 
 REQUIRED_COLUMNS = ("user_id", "item_id", "event", "ts")
 
@@ -82,12 +82,7 @@ def replay(
             if isinstance(event, str):
                 skipped += 1
                 continue
-            while True:
-                try:
-                    producer.produce(topic, key=event.user_id, value=event.to_bytes())
-                    break
-                except BufferError:  # local queue full: let deliveries drain, then retry
-                    producer.poll(0.1)
+            produce_blocking(producer, topic, event.user_id, event.to_bytes())
             producer.poll(0)
             sent += 1
             bar.update()

@@ -103,6 +103,27 @@ def wait_for_topics(settings: KafkaSettings, topics: list[str], timeout_s: float
         time.sleep(0.1)
 
 
+def produce_blocking(
+    producer: Producer,
+    topic: str,
+    key: bytes | str,
+    value: bytes | None,
+    on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+) -> None:
+    """Produce one message, serving delivery reports while librdkafka's local queue is full.
+
+    For producers that must not drop a record (the trainer, stream replays). An HTTP handler
+    answering within a budget should fail fast on BufferError instead.
+    """
+    extra: dict[str, Any] = {} if on_delivery is None else {"on_delivery": on_delivery}
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value, **extra)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
 def flush_or_raise(producer: Producer, timeout_s: float) -> None:
     """Flush and raise DeliveryError if anything is still queued after ``timeout_s``."""
     remaining = producer.flush(timeout_s)

@@ -72,3 +72,8 @@ def test_seen_list_is_newest_first_and_capped(settings: Settings) -> None:
     redis_store.push_seen(r, {"u1": ["i1", "i2", "i3"]}, cap=2)
     redis_store.push_seen(r, {"u1": ["i4"]}, cap=2)
     assert redis_store.get_seen(r, "u1") == ["i4", "i3"]
+    redis_store.push_seen(r, {"u2": ["i9"]}, cap=2)
+    assert redis_store.get_seen_many(r, ["u1", "u2", "nobody"]) == {
+        "u1": ["i4", "i3"],
+        "u2": ["i9"],
+    }

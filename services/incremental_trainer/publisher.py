@@ -19,7 +19,7 @@ from pymongo.database import Database
 
 from shared.config import RedisSettings
 from shared.item_vectors import encode_value
-from shared.kafka import flush_or_raise
+from shared.kafka import flush_or_raise, produce_blocking
 from shared.storage import mongo, redis_store
 
 log = logging.getLogger(__name__)
@@ -51,17 +51,13 @@ class VectorPublisher:
         """Queue ``(item_id, serving vector float32 (serving_dim,))`` pairs; returns the count."""
         count = 0
         for item_id, vector in items:
-            while True:
-                try:
-                    self._producer.produce(
-                        self._topic,
-                        key=item_id.encode("utf-8"),
-                        value=encode_value(vector, model_version),
-                        on_delivery=self._on_delivery,
-                    )
-                    break
-                except BufferError:  # local queue full: let deliveries drain, then retry
-                    self._producer.poll(0.05)
+            produce_blocking(
+                self._producer,
+                self._topic,
+                item_id.encode("utf-8"),
+                encode_value(vector, model_version),
+                self._on_delivery,
+            )
             count += 1
         self._producer.poll(0)
         self.sent += count
@@ -102,10 +98,7 @@ class StatePublisher:
 
     def load_seen(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
         """Seen lists of ``user_ids`` in one round trip (newest first)."""
-        pipe = self._redis.pipeline(transaction=False)
-        for user_id in user_ids:
-            pipe.lrange(redis_store.seen_key(user_id), 0, -1)
-        return {u: list(items) for u, items in zip(user_ids, pipe.execute(), strict=True) if items}
+        return redis_store.get_seen_many(self._redis, user_ids)
 
     def load_popularity(self) -> tuple[list[tuple[str, float]], float | None]:
         """Every ``popular`` entry and the reference time its scores are relative to."""

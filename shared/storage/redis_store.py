@@ -115,6 +115,14 @@ def push_seen(r: redis.Redis, user_items: Mapping[str, Sequence[str]], cap: int)
     pipe.execute()
 
 
+def get_seen_many(r: redis.Redis, user_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Recent items of each user, newest first, in one round trip; users with none are absent."""
+    pipe = r.pipeline(transaction=False)
+    for user_id in user_ids:
+        pipe.lrange(seen_key(user_id), 0, -1)
+    return {u: list(items) for u, items in zip(user_ids, pipe.execute(), strict=True) if items}
+
+
 def get_seen(r: redis.Redis, user_id: str) -> list[str]:
     """Recent items of a user, newest first."""
     return list(cast("list[str]", r.lrange(seen_key(user_id), 0, -1)))  # decode_responses=True
