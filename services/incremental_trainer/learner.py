@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 USERS = "users"
 ITEMS = "items"
 # Negatives are drawn ∝ popularity^NEGATIVE_POWER over the catalogue. Measured on the synthetic
-# stream (scripts/bench_trainer.py --offline): power 0.75 (word2vec-style, popular items as
+# stream by changing this constant and replaying it offline (services/incremental_trainer/
+# offline.py; there is no flag for it): power 0.75 (word2vec-style, popular items as
 # negatives) recall@10 0.149, 0.5 → 0.160, 0.25 → 0.176, 0 (uniform) → 0.190, popularity 0.098.
 # Popular negatives fight the very signal that predicts the next item, so the default is uniform.
 NEGATIVE_POWER = 0.0
