@@ -13,7 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
+from shared.json_limits import JSONLimitError, JSONLimits, loads_bounded
+
+# Matched with fullmatch: ``$`` would also accept a trailing newline ("u1\n").
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@\-]{1,128}")
 MAX_ID_LENGTH = 128
 MAX_EVENT_BYTES = 16 * 1024
 METADATA_FIELDS: Mapping[str, type | tuple[type, ...]] = {
@@ -22,6 +25,8 @@ METADATA_FIELDS: Mapping[str, type | tuple[type, ...]] = {
     "price": (int, float),
 }
 MAX_METADATA_TEXT = 256
+# An event is a flat object with one optional nested object (item metadata).
+EVENT_JSON_LIMITS = JSONLimits(max_bytes=MAX_EVENT_BYTES, max_depth=4)
 
 # How much each positive signal counts, for popularity and for the learning rate of the update.
 EVENT_WEIGHTS: Mapping[str, float] = {
@@ -73,7 +78,7 @@ def validate_id(name: str, value: Any) -> str:
     """Return ``value`` if it is a well-formed id, else raise InvalidEvent naming ``name``."""
     if not isinstance(value, str):
         raise InvalidEvent(f"{name} must be a string")
-    if not ID_PATTERN.match(value):
+    if not ID_PATTERN.fullmatch(value):
         raise InvalidEvent(
             f"{name} must be 1-{MAX_ID_LENGTH} characters of letters, digits and _.:@-"
         )
@@ -112,7 +117,7 @@ def from_dict(raw: Any, now_ms: int | None = None) -> Interaction:
     if unknown:
         raise InvalidEvent(f"unknown fields: {', '.join(sorted(unknown))}")
     event = raw["event"]
-    if event not in EVENT_WEIGHTS:
+    if not isinstance(event, str) or event not in EVENT_WEIGHTS:
         raise InvalidEvent(f"event must be one of {', '.join(EVENT_WEIGHTS)}")
     ts = raw["ts"]
     if isinstance(ts, bool) or not isinstance(ts, int):
@@ -136,7 +141,7 @@ def parse(data: bytes | None, now_ms: int | None = None) -> Interaction:
     if len(data) > MAX_EVENT_BYTES:
         raise InvalidEvent(f"message larger than {MAX_EVENT_BYTES} bytes")
     try:
-        raw = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = loads_bounded(data, EVENT_JSON_LIMITS)
+    except JSONLimitError as exc:
         raise InvalidEvent(f"not valid JSON: {exc}") from None
     return from_dict(raw, now_ms)

@@ -5,6 +5,7 @@ consume loop every consumer in the platform uses.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import threading
@@ -135,8 +136,13 @@ class DeadLetterPublisher:
     """Sends records that cannot be processed to the dead-letter topic, with the reason.
 
     The original bytes travel base64-encoded so that nothing about the bad record is lost and
-    it can be replayed once the producer is fixed.
+    it can be replayed once the producer is fixed. A value too large for one Kafka message is
+    cut to its first :attr:`MAX_RAW_BYTES` (``raw_truncated``); its size, SHA-256 and the
+    original topic/partition/offset still identify it.
     """
+
+    MAX_RAW_BYTES = 256 * 1024
+    MAX_KEY_BYTES = 1024
 
     def __init__(self, producer: Producer, topic: str):
         self._producer = producer
@@ -149,17 +155,23 @@ class DeadLetterPublisher:
             log.error("dead-letter delivery failed: %s", err)
 
     def publish(self, msg: Message, reason: str) -> None:
+        raw = msg.value() or b""
+        key = msg.key()
         body = {
-            "reason": reason,
+            "reason": reason[:1000],
             "topic": msg.topic(),
             "partition": msg.partition(),
             "offset": msg.offset(),
-            "raw_base64": base64.b64encode(msg.value() or b"").decode("ascii"),
+            "raw_base64": base64.b64encode(raw[: self.MAX_RAW_BYTES]).decode("ascii"),
+            "raw_bytes": len(raw),
+            "raw_truncated": len(raw) > self.MAX_RAW_BYTES,
+            "raw_sha256": hashlib.sha256(raw).hexdigest(),
         }
-        self._producer.produce(
+        produce_blocking(
+            self._producer,
             self._topic,
-            key=msg.key(),
-            value=json.dumps(body).encode("utf-8"),
+            key[: self.MAX_KEY_BYTES] if key else b"",
+            json.dumps(body).encode("utf-8"),
             on_delivery=self._on_delivery,
         )
         self._producer.poll(0)

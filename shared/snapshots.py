@@ -97,12 +97,13 @@ def resolve(models_dir: Path, version: str | None = None) -> Path:
     """The folder of ``version`` (default: LATEST); raises SnapshotNotFound."""
     chosen = version or read_latest(models_dir)
     if chosen is None:
-        raise SnapshotNotFound(f"no {LATEST} in {models_dir}")
+        raise SnapshotNotFound(f"no {LATEST} snapshot yet")
     if "/" in chosen or chosen.startswith("."):
         raise SnapshotNotFound(f"invalid version {chosen!r}")
     folder = Path(models_dir) / chosen
     if not (folder / MANIFEST).is_file():
-        raise SnapshotNotFound(f"no snapshot {chosen!r} in {models_dir}")
+        # No folder in the message: it reaches HTTP clients (faiss_app's 404).
+        raise SnapshotNotFound(f"no snapshot {chosen!r}")
     return folder
 
 

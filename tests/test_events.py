@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from scripts.poison_pills import KINDS
 from shared.events import EVENT_WEIGHTS, Interaction, InvalidEvent, from_dict, parse
 
 NOW_MS = 1_780_000_000_000
@@ -51,3 +52,17 @@ def test_bad_events_are_rejected_with_a_precise_reason(raw: bytes | None, reason
 def test_interaction_without_metadata_serialises_without_item_key() -> None:
     event = Interaction("u", "i", "view", NOW_MS)
     assert "item" not in json.loads(event.to_bytes())
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_poison_pill_is_an_invalid_event_never_another_error(kind: str) -> None:
+    # Regression (issue 17): TypeError, ValueError and RecursionError escaped parse().
+    with pytest.raises(InvalidEvent):
+        parse(KINDS[kind](NOW_MS), now_ms=NOW_MS)
+
+
+def test_ids_are_matched_whole() -> None:
+    # Regression (issue 17): "u1\n" passed the ^...$ pattern and was learned.
+    for bad in ("u1\n", "u1\r\n", "\nu1"):
+        with pytest.raises(InvalidEvent, match="user_id"):
+            from_dict(_event(user_id=bad), now_ms=NOW_MS)

@@ -341,3 +341,22 @@ def test_wsgi_module_builds_the_app_from_the_environment(stack_env, tmp_path: Pa
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "App"
+
+
+def test_events_with_hostile_fields_or_json_are_400_not_500(api, app_settings):
+    # Regression (issue 17): an event type that is an object answered 500 (TypeError).
+    client, _ = api
+    ensure_topics(app_settings.kafka)
+    record = {"event": {}, "item": {"category": "", "price": 0.0, "title": ""}, "item_id": "0"}
+    answer = client.simulate_post("/events", json=[{**record, "ts": 0, "user_id": "0"}])
+    assert answer.status_code == 400 and answer.json["errors"][0]["index"] == 0
+    for body in (
+        b'{"user_id": "u1", "item_id": "i", "event": "view", "ts": ' + b"9" * 5000 + b"}",
+        b'[{"user_id": "u1", "item_id": "i", "event": "view", "ts": NaN}]',
+        b'{"user_id": "\xff"}',
+        b"[" * 3000 + b"]" * 3000,
+    ):
+        answer = client.simulate_post("/events", body=body)
+        assert answer.status_code == 400 and answer.json["title"] == "Invalid JSON", body[:30]
+    newline = client.simulate_post("/events", json=event("u1\n", "i1"))
+    assert newline.status_code == 400

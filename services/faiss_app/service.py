@@ -52,7 +52,7 @@ class IndexService:
     def require(self) -> Catalog:
         catalog = self._catalog
         if catalog is None:
-            raise IndexNotReady(f"no snapshot loaded yet from {self.models_dir}")
+            raise IndexNotReady("no snapshot loaded yet")
         return catalog
 
     def on_swap(self, callback: Callable[[], None]) -> None:

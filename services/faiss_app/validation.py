@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Any
 
 import falcon
@@ -10,15 +10,20 @@ import numpy as np
 
 from services.faiss_app.errors import BadQuery, PayloadTooLarge
 from shared.config import FaissSettings
+from shared.json_limits import JSONLimitError, JSONLimits, loads_bounded
+from shared.request_body import read_body
 
 _NUMBER = (int, float)
+MAX_VERSION_LENGTH = 64
+# Snapshot folder names (shared.snapshots.new_version); anything else cannot name one.
+VERSION_PATTERN = re.compile(rf"[A-Za-z0-9_:\-][A-Za-z0-9_.:\-]{{0,{MAX_VERSION_LENGTH - 1}}}")
 
 
 def read_json(req: falcon.Request, max_bytes: int, required: bool = True) -> Any:
     """The JSON body of ``req``, read up to ``max_bytes`` (PayloadTooLarge above it)."""
     if req.content_length is not None and req.content_length > max_bytes:
         raise PayloadTooLarge(f"body of {req.content_length} bytes; the limit is {max_bytes}")
-    raw = req.bounded_stream.read(max_bytes + 1)
+    raw = read_body(req, max_bytes)
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"body over the limit of {max_bytes} bytes")
     if not raw.strip():
@@ -26,8 +31,8 @@ def read_json(req: falcon.Request, max_bytes: int, required: bool = True) -> Any
             raise BadQuery("a JSON body is required")
         return {}
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return loads_bounded(raw, JSONLimits(max_bytes=max_bytes))
+    except JSONLimitError as exc:
         raise BadQuery(f"malformed JSON: {exc}") from None
 
 
@@ -76,6 +81,11 @@ def parse_version(body: Any) -> str | None:
     if not isinstance(body, dict):
         raise BadQuery("the body must be a JSON object")
     version = body.get("version")
-    if version is not None and (not isinstance(version, str) or not version.strip()):
-        raise BadQuery("version must be a non-empty string")
+    if version is not None and (
+        not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version)
+    ):
+        raise BadQuery(
+            f"version must be 1-{MAX_VERSION_LENGTH} characters of letters, digits and _.:-, "
+            "not starting with a dot"
+        )
     return version

@@ -67,6 +67,10 @@ STATUS_EVERY_S = 1.0
 LAG_EVERY_S = 2.0
 
 
+def _unexpected(exc: Exception) -> str:
+    return f"could not parse the record: {type(exc).__name__}: {exc}"[:500]
+
+
 class _TickingConsumer:
     """Delegates ``consume`` to the real consumer after calling ``tick`` (heartbeat, idle work).
 
@@ -259,12 +263,14 @@ class Trainer:
                 continue
             new_positions[part] = max(new_positions.get(part, 0), offset + 1)
             try:
+                # Any failure here is the record's (parse is pure): dead-letter it, go on.
                 event = parse(msg.value())
-            except InvalidEvent as exc:
-                self.dead_letters.publish(msg, str(exc))
+            except Exception as exc:  # noqa: BLE001 - a poison pill must never stop learning
+                reason = str(exc) if isinstance(exc, InvalidEvent) else _unexpected(exc)
+                self.dead_letters.publish(msg, reason)
                 self.counters["dlq"] += 1
                 self.metrics.incr("trainer.dlq")
-                log.info("dead-lettered %s[%d]@%d: %s", msg.topic(), part, offset, exc)
+                log.info("dead-lettered %s[%d]@%d: %s", msg.topic(), part, offset, reason)
                 continue
             events.append(event)
             kind, stamp = msg.timestamp()

@@ -6,7 +6,6 @@ Domain errors (bad ids, invalid events, Kafka not confirming) are mapped to HTTP
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +17,9 @@ from services.recommender_app.publisher import EventPublisher, validate
 from services.recommender_app.recommender import Recommender
 from shared.config import RecommenderSettings
 from shared.events import validate_id
+from shared.json_limits import JSONLimitError, JSONLimits, loads_bounded
 from shared.metrics import Metrics
+from shared.request_body import read_body
 
 
 class RecommendResource:
@@ -91,13 +92,13 @@ class EventsResource:
         self._now_ms = now_ms
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        raw = req.bounded_stream.read(self._max_bytes + 1)
+        raw = read_body(req, self._max_bytes)
         if len(raw) > self._max_bytes:
             raise falcon.HTTPContentTooLarge(
                 title="Body too large",
                 description=f"the request body may be at most {self._max_bytes} bytes",
             )
-        body = self._decode(raw)
+        body = self._decode(raw, self._max_bytes)
         if isinstance(body, list) and len(body) > self._max_events:
             raise falcon.HTTPContentTooLarge(
                 title="Too many events",
@@ -117,12 +118,12 @@ class EventsResource:
         }
 
     @staticmethod
-    def _decode(raw: bytes) -> Any:
+    def _decode(raw: bytes, max_bytes: int) -> Any:
         if not raw.strip():
             raise falcon.HTTPBadRequest(title="Empty body", description="send a JSON event or list")
         try:
-            return json.loads(raw)
-        except (ValueError, RecursionError) as exc:
+            return loads_bounded(raw, JSONLimits(max_bytes=max_bytes))
+        except JSONLimitError as exc:
             raise falcon.HTTPBadRequest(
                 title="Invalid JSON", description=f"the body is not valid JSON: {exc}"[:300]
             ) from None

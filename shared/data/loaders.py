@@ -40,7 +40,9 @@ def _finish(frame: pd.DataFrame, source: Path) -> pd.DataFrame:
     frame["user_id"] = frame["user_id"].astype(str).str.strip()
     frame["item_id"] = frame["item_id"].astype(str).str.strip()
     frame["event"] = frame["event"].astype(str).str.strip().str.lower()
-    bad_ids = ~(frame["user_id"].str.match(ID_PATTERN) & frame["item_id"].str.match(ID_PATTERN))
+    bad_ids = ~(
+        frame["user_id"].str.fullmatch(ID_PATTERN) & frame["item_id"].str.fullmatch(ID_PATTERN)
+    )
     if bad_ids.any():
         first = frame[bad_ids].iloc[0]
         raise ValueError(f"{source}: {int(bad_ids.sum())} rows have ids outside "
