@@ -78,7 +78,7 @@ def test_every_known_poison_pill_is_dead_lettered_and_valid_events_are_learned(
     valid = [Interaction(f"v{n}", f"i{n % 7}", "click", now + n) for n in range(3 * len(bad))]
     producer = make_producer(s.kafka, **{"message.max.bytes": TEN_MB + (1 << 20)})
     feed = iter(valid)
-    for kind, value in bad.items():
+    for value in bad.values():
         for event in (next(feed), next(feed)):
             producer.produce(s.kafka.interactions_topic, key=b"pill", value=event.to_bytes())
         producer.produce(s.kafka.interactions_topic, key=b"pill", value=value)
