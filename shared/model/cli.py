@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from shared.config import ModelSettings, Settings
-from shared.data.loaders import FORMATS, load_interactions, load_items_csv
+from shared.data.options import add_data_arguments, interactions_from_args, items_from_args
 from shared.model.training import TrainConfig
 
 INTERACTIONS_FILE = "interactions.csv"
@@ -23,25 +23,21 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
                        help="folder written by scripts/generate_data.py, holding "
                             f"{INTERACTIONS_FILE} and {ITEMS_FILE} (default: data)")
     group.add_argument("--input", type=Path, default=None,
-                       help="read interactions from this file instead: MovieLens u.data, "
-                            "ratings.dat or a CSV user_id,item_id[,event][,ts] (default: none)")
-    group.add_argument("--format", choices=FORMATS, default="auto",
-                       help="format of --input; auto picks by file name (default: auto)")
-    group.add_argument("--items", type=Path, default=None,
-                       help="item metadata CSV item_id,title,category,price (default: "
-                            f"<data-dir>/{ITEMS_FILE} when --input is not given)")
+                       help="read interactions from this file instead (any format --format "
+                            "names; without --items, no item metadata) (default: none)")
     group.add_argument("--train-fraction", type=float, default=0.8,
                        help="earliest share of events used for training; the rest is the "
                             "stream kept for replay (default: 0.8)")
+    add_data_arguments(parser)
 
 
 def load_source(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """``(interactions, items or None)`` as the options ask."""
-    path = args.input or args.data_dir / INTERACTIONS_FILE
-    frame = load_interactions(path, args.format if args.input else "csv")
-    items_path = args.items or (None if args.input else args.data_dir / ITEMS_FILE)
-    items = load_items_csv(items_path) if items_path is not None and items_path.is_file() else None
-    return frame, items
+    """``(interactions, items or None)`` as the options ask; load reports go to stderr."""
+    frame = interactions_from_args(args.input or args.data_dir / INTERACTIONS_FILE, args)
+    items_path = args.items
+    if items_path is None and args.input is None and (args.data_dir / ITEMS_FILE).is_file():
+        items_path = args.data_dir / ITEMS_FILE
+    return frame, items_from_args(args, items_path)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
