@@ -34,4 +34,4 @@ stack-down: $(STAMP)
 	$(PY) -m scripts.stack down
 
 clean:
-	rm -rf $(VENV) .stack .pytest_cache .mypy_cache
+	rm -rf $(VENV) .stack .pytest_cache .mypy_cache grafana/statsd/node_modules

@@ -27,7 +27,7 @@ from typing import Any
 
 import requests
 
-from scripts import localstack
+from scripts import dashboard_png, localstack
 from scripts.processes import ProcessGroup, ServiceFailed
 from shared.config import Settings
 
@@ -94,6 +94,16 @@ def active_users(stream: Path, n: int) -> list[str]:
     return list(users.value_counts().index[:n])
 
 
+def write_dashboard(info: localstack.StackInfo, prefix: str, out: Path) -> None:
+    """The dashboard PNG from the stack's whisper files, if the stack has metrics."""
+    if info.whisper_dir is None:
+        return
+    try:
+        print(f"dashboard: {dashboard_png.render(info.whisper_dir, prefix, out)}", flush=True)
+    except Exception as exc:  # noqa: BLE001 - a picture must never keep the demo from stopping
+        print(f"dashboard: not written ({exc})", file=sys.stderr)
+
+
 def status_line(status: dict[str, Any], previous: dict[str, Any], elapsed: float,
                 freshness: list[float]) -> str:
     events = status.get("events", 0)
@@ -128,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="small data and 30 s of stream (for tests and a first look)")
     parser.add_argument("--faiss-port", type=int, default=0, help="0 = a free port (default: 0)")
     parser.add_argument("--api-port", type=int, default=0, help="0 = a free port (default: 0)")
+    parser.add_argument("--dashboard-every", type=float, default=0.0,
+                        help="also write the dashboard PNG every this many seconds; it is always "
+                             "written at the end (default: 0 = only at the end)")
     args = parser.parse_args(argv)
     if args.quick:
         args.users, args.items, args.events, args.epochs = 400, 300, 12_000, 4
@@ -150,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     except localstack.StackError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
+    if info.metrics_missing:
+        print(f"      running without metrics: {info.metrics_missing}")
+    dashboard = work / "dashboard.png"
     faiss_port = args.faiss_port or localstack.free_port()
     api_port = args.api_port or localstack.free_port()
     env = {
@@ -199,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         status_path = Path(settings.trainer.status_file or work / "models" / "trainer_status.json")
         popular_item = requests.get(f"{api}/recommend", params={"k": 1}, timeout=5).json()
         probe_item = popular_item["items"][0]["item_id"] if popular_item.get("items") else "i0"
-        run_started = last_line = time.monotonic()
+        run_started = last_line = last_dashboard = time.monotonic()
         last_fresh = run_started - FRESHNESS_EVERY_S + 5
         previous: dict[str, Any] = {}
         freshness: list[float] = []
@@ -219,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
                 status = trainer_status(status_path)
                 print(status_line(status, previous, now - last_line, freshness), flush=True)
                 previous, last_line = status, now
+            if args.dashboard_every and now - last_dashboard >= args.dashboard_every:
+                last_dashboard = now
+                write_dashboard(info, settings.statsd.prefix, dashboard)
             stop.wait(0.5)
         replay.stop()
         print("[6/6] sample recommendations:", flush=True)
@@ -237,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         print("stopping services and servers ...")
         group.stop_all()
+        time.sleep(1.5)  # statsd flushes every second: let the last points reach whisper
+        write_dashboard(info, settings.statsd.prefix, dashboard)
         localstack.stop(work / "servers")
         print("all stopped")
 

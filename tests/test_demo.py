@@ -58,4 +58,8 @@ def test_demo_runs_the_platform_and_ctrl_c_stops_everything(tmp_path: Path) -> N
     assert re.search(r"\[personalized, model \d{8}T\d{6}Z-[0-9a-f]{6}, degraded=False\]", output)
     assert "[popular" in output
     assert "all stopped" in output
+    if "running without metrics" not in output:  # node present: the dashboard PNG is drawn
+        drawn = re.search(r"^dashboard: (\S+\.png)$", output, re.MULTILINE)
+        assert drawn, output
+        assert Path(drawn.group(1)).read_bytes()[:4] == b"\x89PNG"
     assert _processes_mentioning(str(work)) == [], "the demo left processes behind"

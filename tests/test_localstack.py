@@ -15,11 +15,16 @@ def test_a_taken_port_is_reported_not_waited_on(tmp_path) -> None:
     assert localstack.read_state(tmp_path) is None
 
 
+def servers(info: localstack.StackInfo) -> list[str]:
+    """The servers a stack runs: the three stores, and the metrics path where node is present."""
+    return sorted(["kafka", "mongo", "redis"] + (["carbon", "statsd"] if info.statsd_port else []))
+
+
 def test_stack_records_and_stops_exactly_its_processes(stack: localstack.StackInfo) -> None:
     recorded = localstack.read_state(stack.data_dir)
     assert recorded is not None
     assert recorded.pids == stack.pids
-    assert localstack.status(stack.data_dir) == {"kafka": True, "mongo": True, "redis": True}
+    assert localstack.status(stack.data_dir) == dict.fromkeys(servers(stack), True)
 
 
 def test_two_stacks_run_side_by_side(stack: localstack.StackInfo, tmp_path) -> None:
@@ -30,5 +35,5 @@ def test_two_stacks_run_side_by_side(stack: localstack.StackInfo, tmp_path) -> N
         assert second.mongo_port != stack.mongo_port
         assert all(localstack.status(tmp_path).values())
     finally:
-        assert sorted(localstack.stop(tmp_path)) == ["kafka", "mongo", "redis"]
-    assert localstack.status(stack.data_dir) == {"kafka": True, "mongo": True, "redis": True}
+        assert sorted(localstack.stop(tmp_path)) == servers(second)
+    assert localstack.status(stack.data_dir) == dict.fromkeys(servers(stack), True)
