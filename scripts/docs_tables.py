@@ -28,7 +28,7 @@ def config_table() -> str:
         values = getattr(defaults, section.name)
         for f in dataclasses.fields(values):
             default = getattr(values, f.name)
-            shown = "(empty)" if default == "" else str(default)
+            shown = "(empty)" if default in ("", ()) else str(default)
             rows.append(f"| `{f.metadata['env']}` | `{shown}` | {section.name}.{f.name} |")
     return "\n".join(rows)
 

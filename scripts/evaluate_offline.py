@@ -29,6 +29,7 @@ from shared.model.cli import (
     train_config,
 )
 from shared.model.offline import format_table, run_experiment, unique_pairs
+from shared.startup import load_settings
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
@@ -48,7 +49,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings.from_env()
+    settings = load_settings("evaluate_offline")
     args = build_parser(settings).parse_args(argv)
     setup_logging("evaluate_offline")
     try:

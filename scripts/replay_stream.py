@@ -21,9 +21,9 @@ import pandas as pd
 from confluent_kafka import Producer
 from tqdm import tqdm
 
-from shared.config import Settings
 from shared.events import Interaction, InvalidEvent, from_dict
 from shared.kafka import ensure_topics, flush_or_raise, make_producer, produce_blocking
+from shared.startup import load_settings
 
 REQUIRED_COLUMNS = ("user_id", "item_id", "event", "ts")
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
 
-    settings = Settings.from_env()
+    settings = load_settings("replay_stream")
     frame = read_stream(args.stream)
     if args.limit:
         frame = frame.head(args.limit)

@@ -4,8 +4,13 @@ Every service builds one :class:`Settings` at start with :meth:`Settings.from_en
 pieces it needs down. Defaults point at the local stack (``python -m scripts.stack up``), so a
 developer needs no environment at all; production sets the variables in docker-compose.yml.
 
-A bad value stops the program at start with a :class:`ConfigError` naming the variable, rather
-than failing later inside a request or a consume loop.
+A bad value stops the program at start with a :class:`ConfigError` that lists every bad
+variable with what it expects, rather than failing later inside a request or a consume loop
+(entry points turn it into one message and exit status 2: :mod:`shared.startup`).
+
+Secrets (API keys, the faiss admin token) may also come from a file named by ``<VARIABLE>_FILE``
+(Docker secrets). With ``RECSYS_ENV=production`` a secret left empty or at its local-stack
+default is a configuration error too.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -26,7 +32,29 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A configuration variable is missing or has a value that cannot be used."""
+    """One or more configuration variables are missing or have values that cannot be used.
+
+    ``problems`` holds one ``"VARIABLE=value: expects ..."`` string per bad variable; the
+    message is all of them on one line.
+    """
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ValueError("expects an integer") from None
+
+
+def _float(raw: str) -> float:
+    try:
+        return float(raw.strip())
+    except ValueError:
+        raise ValueError("expects a number") from None
 
 
 def _parse_bool(raw: str) -> bool:
@@ -35,54 +63,114 @@ def _parse_bool(raw: str) -> bool:
         return True
     if lowered in {"0", "false", "no", "off"}:
         return False
-    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+    raise ValueError("expects one of 1/0, true/false, yes/no, on/off")
 
 
 def _parse_positive_int(raw: str) -> int:
-    value = int(raw)
+    try:
+        value = _int(raw)
+    except ValueError:
+        value = 0
     if value <= 0:
-        raise ValueError("must be a positive integer")
+        raise ValueError("expects a positive integer")
     return value
 
 
 def _parse_non_negative_int(raw: str) -> int:
-    value = int(raw)
+    try:
+        value = _int(raw)
+    except ValueError:
+        value = -1
     if value < 0:
-        raise ValueError("must be zero or a positive integer")
+        raise ValueError("expects zero or a positive integer")
     return value
 
 
 def _parse_positive_float(raw: str) -> float:
-    value = float(raw)
+    value = _float(raw)
     if not value > 0 or value == float("inf"):
-        raise ValueError("must be a positive, finite number")
+        raise ValueError("expects a positive, finite number")
     return value
 
 
 def _parse_non_negative_float(raw: str) -> float:
-    value = float(raw)
+    value = _float(raw)
     if not value >= 0 or value == float("inf"):
-        raise ValueError("must be zero or a positive, finite number")
+        raise ValueError("expects zero or a positive, finite number")
     return value
 
 
 def _parse_fraction(raw: str) -> float:
-    value = float(raw)
+    value = _float(raw)
     if not 0.0 <= value <= 1.0:
-        raise ValueError("must be between 0 and 1")
+        raise ValueError("expects a number between 0 and 1")
     return value
 
 
 def _parse_port(raw: str) -> int:
-    value = int(raw)
+    value = int(raw) if raw.strip().isdigit() else 0
     if not 0 < value < 65536:
-        raise ValueError("must be a TCP port between 1 and 65535")
+        raise ValueError("expects a TCP port between 1 and 65535")
     return value
+
+
+def _url(raw: str, schemes: tuple[str, ...], what: str, needs_port: bool = False) -> str:
+    """``raw`` stripped, when it is a URL with one of ``schemes`` and a host (and port)."""
+    value = raw.strip()
+    expects = f"expects {what}"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError(expects) from None
+    if parts.scheme not in schemes or (
+        not parts.hostname and not (parts.scheme == "unix" and parts.path)
+    ):
+        raise ValueError(expects)
+    if needs_port and port is None:
+        raise ValueError(expects)
+    return value
+
+
+def _parse_mongo_uri(raw: str) -> str:
+    return _url(raw, ("mongodb", "mongodb+srv"), "a mongodb:// or mongodb+srv:// URI with a host")
+
+
+def _parse_redis_url(raw: str) -> str:
+    return _url(raw, ("redis", "rediss", "unix"), "a redis://, rediss:// or unix:// URL")
+
+
+def _parse_http_url(raw: str) -> str:
+    return _url(raw, ("http", "https"), "an http:// or https:// URL with a host")
+
+
+def _parse_bootstrap_servers(raw: str) -> str:
+    servers = [s.strip() for s in raw.split(",")]
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        if not host or "/" in server or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expects host:port[,host:port...]")
+    return ",".join(servers)
+
+
+def _parse_host(raw: str) -> str:
+    value = raw.strip()
+    if not value or any(c in value for c in " /:@"):
+        raise ValueError("expects a host name or IP address (no scheme or port)")
+    return value
+
+
+def _parse_keys(raw: str) -> tuple[str, ...]:
+    """A comma-separated list of secrets (empty entries dropped)."""
+    return tuple(key.strip() for key in raw.split(",") if key.strip())
+
+
+SECRET_MIN_LENGTH = 16
 
 
 def _parse_non_empty(raw: str) -> str:
     if not raw.strip():
-        raise ValueError("must not be empty")
+        raise ValueError("expects a non-empty value")
     return raw.strip()
 
 
@@ -90,38 +178,99 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
         if value not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}")
+            raise ValueError(f"expects one of {', '.join(allowed)}")
         return value
 
     return parse
 
 
-def setting(name: str, default: Any, parse: Callable[[str], Any] = str) -> Any:
-    """Declare a dataclass field read from ``RECSYS_<name>`` with a default and a parser."""
-    return field(default=default, metadata={"env": PREFIX + name, "parse": parse})
+def setting(
+    name: str, default: Any, parse: Callable[[str], Any] = str, *, secret: bool = False
+) -> Any:
+    """Declare a dataclass field read from ``RECSYS_<name>`` with a default and a parser.
+
+    A ``secret`` is never echoed in error messages, may be read from the file named by
+    ``RECSYS_<name>_FILE``, and must be set (not empty, not its default) in production.
+    """
+    return field(
+        default=default, metadata={"env": PREFIX + name, "parse": parse, "secret": secret}
+    )
 
 
 C = TypeVar("C", bound="DataclassInstance")
 
 
-def load_section(cls: type[C], env: Mapping[str, str]) -> C:
-    """Build one settings dataclass from ``env``, raising ConfigError naming a bad variable."""
+def _shown(raw: str, secret: bool) -> str:
+    # Never echo a secret, nor a URI that may carry credentials.
+    return "<hidden>" if secret or "@" in raw else repr(raw)
+
+
+def _raw_value(var: str, secret: bool, env: Mapping[str, str]) -> str | None:
+    """The variable's text, for a secret possibly from the file named by ``<var>_FILE``."""
+    path = env.get(var + "_FILE") if secret else None
+    if path and var not in env:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"{var}_FILE={path!r}: cannot read ({exc.strerror})") from None
+    return env.get(var)
+
+
+def load_section(cls: type[C], env: Mapping[str, str], problems: list[str] | None = None) -> C:
+    """Build one settings dataclass from ``env``.
+
+    Every bad variable is appended to ``problems`` when given (bad fields keep their default,
+    so the caller can go on collecting); without it a :class:`ConfigError` lists this section's.
+    """
+    found: list[str] = []
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        var = f.metadata["env"]
-        raw = env.get(var)
+        var, secret = f.metadata["env"], f.metadata.get("secret", False)
+        try:
+            raw = _raw_value(var, secret, env)
+        except ValueError as exc:
+            found.append(str(exc))
+            continue
         if raw is None:
             continue
         try:
             values[f.name] = f.metadata["parse"](raw)
         except ValueError as exc:
-            raise ConfigError(f"{var}={raw!r} is invalid: {exc}") from None
+            found.append(f"{var}={_shown(raw, secret)}: {exc}")
+    if problems is None and found:
+        raise ConfigError(found)
+    if problems is not None:
+        problems.extend(found)
     return cls(**values)
+
+
+def production_problems(settings: DataclassInstance) -> list[str]:
+    """Secrets in ``settings`` (a :class:`Settings`) left empty or at their default."""
+    problems: list[str] = []
+    for section in dataclasses.fields(settings):
+        values = getattr(settings, section.name)
+        for f in dataclasses.fields(values):
+            if not f.metadata.get("secret"):
+                continue
+            value = getattr(values, f.name)
+            keys = value if isinstance(value, tuple) else (value,)
+            var = f.metadata["env"]
+            if not keys or not all(keys):
+                problems.append(f"{var}: expects a secret in production (it is empty)")
+            elif value == f.default:
+                problems.append(f"{var}: expects a secret in production (it is the default)")
+            elif any(len(key) < SECRET_MIN_LENGTH for key in keys):
+                problems.append(
+                    f"{var}: expects secrets of at least {SECRET_MIN_LENGTH} characters"
+                )
+    return problems
 
 
 @dataclass(frozen=True)
 class KafkaSettings:
-    bootstrap_servers: str = setting("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", _parse_non_empty)
+    bootstrap_servers: str = setting(
+        "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", _parse_bootstrap_servers
+    )
     interactions_topic: str = setting("KAFKA_INTERACTIONS_TOPIC", "interactions", _parse_non_empty)
     dead_letter_topic: str = setting("KAFKA_DLQ_TOPIC", "interactions.dlq", _parse_non_empty)
     item_vectors_topic: str = setting("KAFKA_ITEM_VECTORS_TOPIC", "item-vectors", _parse_non_empty)
@@ -136,14 +285,14 @@ class KafkaSettings:
 
 @dataclass(frozen=True)
 class MongoSettings:
-    uri: str = setting("MONGO_URI", "mongodb://127.0.0.1:27017", _parse_non_empty)
+    uri: str = setting("MONGO_URI", "mongodb://127.0.0.1:27017", _parse_mongo_uri)
     database: str = setting("MONGO_DATABASE", "recsys", _parse_non_empty)
     timeout_ms: int = setting("MONGO_TIMEOUT_MS", 2000, _parse_positive_int)
 
 
 @dataclass(frozen=True)
 class RedisSettings:
-    url: str = setting("REDIS_URL", "redis://127.0.0.1:6379/0", _parse_non_empty)
+    url: str = setting("REDIS_URL", "redis://127.0.0.1:6379/0", _parse_redis_url)
     timeout_s: float = setting("REDIS_TIMEOUT_S", 0.5, _parse_positive_float)
     seen_list_length: int = setting("REDIS_SEEN_LIST_LENGTH", 200, _parse_positive_int)
     popularity_half_life_s: float = setting(
@@ -153,7 +302,7 @@ class RedisSettings:
 
 @dataclass(frozen=True)
 class StatsdSettings:
-    host: str = setting("STATSD_HOST", "127.0.0.1", _parse_non_empty)
+    host: str = setting("STATSD_HOST", "127.0.0.1", _parse_host)
     port: int = setting("STATSD_PORT", 8125, _parse_port)
     prefix: str = setting("STATSD_PREFIX", "recsys", _parse_non_empty)
     enabled: bool = setting("STATSD_ENABLED", True, _parse_bool)
@@ -190,7 +339,7 @@ class TrainerSettings:
 
 @dataclass(frozen=True)
 class FaissSettings:
-    url: str = setting("FAISS_URL", "http://127.0.0.1:8081", _parse_non_empty)
+    url: str = setting("FAISS_URL", "http://127.0.0.1:8081", _parse_http_url)
     port: int = setting("FAISS_PORT", 8081, _parse_port)
     exact_max_items: int = setting("FAISS_EXACT_MAX_ITEMS", 200_000, _parse_positive_int)
     ann_type: str = setting("FAISS_ANN_TYPE", "hnsw", _choice("ivf", "hnsw"))
@@ -202,7 +351,7 @@ class FaissSettings:
     max_k: int = setting("FAISS_MAX_K", 1000, _parse_positive_int)
     max_batch: int = setting("FAISS_MAX_BATCH", 256, _parse_positive_int)
     max_body_bytes: int = setting("FAISS_MAX_BODY_BYTES", 4 << 20, _parse_positive_int)
-    admin_token: str = setting("FAISS_ADMIN_TOKEN", "change-me", _parse_non_empty)
+    admin_token: str = setting("FAISS_ADMIN_TOKEN", "change-me", _parse_non_empty, secret=True)
     timeout_s: float = setting("FAISS_TIMEOUT_S", 0.25, _parse_positive_float)
     follow_updates: bool = setting("FAISS_FOLLOW_UPDATES", True, _parse_bool)
     workers: int = setting("FAISS_WORKERS", 2, _parse_positive_int)
@@ -224,6 +373,31 @@ class RecommenderSettings:
 
 
 @dataclass(frozen=True)
+class AccessSettings:
+    """Who may call what, and whether this is a production deployment."""
+
+    # "production" turns a default or empty secret into a configuration error at start.
+    environment: str = setting("ENV", "development", _choice("development", "production"))
+    # Keys accepted for POST /events and the catalogue writes ("" = open, development only).
+    api_keys: tuple[str, ...] = setting("API_KEYS", (), _parse_keys, secret=True)
+    recommend_requires_key: bool = setting("RECOMMEND_REQUIRES_KEY", False, _parse_bool)
+    # Per API key and per worker process; 0 = no limit.
+    events_rate_per_s: float = setting("EVENTS_RATE_PER_S", 0.0, _parse_non_negative_float)
+    events_burst: int = setting("EVENTS_BURST", 100, _parse_positive_int)
+
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"))
+    # "json": one object per line (production); "text": for a terminal.
+    format: str = setting("LOG_FORMAT", "json", _choice("json", "text"))
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings, one frozen section per concern."""
 
@@ -235,18 +409,30 @@ class Settings:
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
     faiss: FaissSettings = field(default_factory=FaissSettings)
     recommender: RecommenderSettings = field(default_factory=RecommenderSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
+    logging: LogSettings = field(default_factory=LogSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read every section from ``env`` (default: ``os.environ``)."""
+        """Read every section from ``env`` (default: ``os.environ``).
+
+        Raises :class:`ConfigError` listing every bad variable (and, in production, every
+        secret left empty or at its default).
+        """
         source = os.environ if env is None else env
-        return cls(
+        problems: list[str] = []
+        settings = cls(
             **{
                 # every section field is declared with default_factory=<its settings class>
-                f.name: load_section(cast("type[Any]", f.default_factory), source)
+                f.name: load_section(cast("type[Any]", f.default_factory), source, problems)
                 for f in dataclasses.fields(cls)
             }
         )
+        if settings.access.production:
+            problems += production_problems(settings)
+        if problems:
+            raise ConfigError(problems)
+        return settings
 
 
 def environment_variables() -> dict[str, str]:

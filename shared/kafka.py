@@ -5,6 +5,7 @@ consume loop every consumer in the platform uses.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -20,6 +21,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from shared.config import KafkaSettings
 
 log = logging.getLogger(__name__)
+# librdkafka's own log lines (connection failures, ...) go through Python logging, so they come
+# out in the service's JSON format instead of as raw "%3|...|FAIL|" lines on stderr.
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+
+
+class KafkaUnavailable(RuntimeError):
+    """The brokers did not answer in time (wrong address, or Kafka down)."""
 
 
 class DeliveryError(RuntimeError):
@@ -35,6 +43,7 @@ def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]
         "linger.ms": 5,
         "socket.timeout.ms": settings.request_timeout_ms,
         "message.timeout.ms": settings.delivery_timeout_ms,
+        "logger": LIBRDKAFKA_LOG,
     }
     config.update(overrides)
     return config
@@ -55,6 +64,7 @@ def consumer_config(settings: KafkaSettings, group_id: str, **overrides: Any) ->
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": settings.heartbeat_interval_ms,
         "socket.timeout.ms": settings.request_timeout_ms,
+        "logger": LIBRDKAFKA_LOG,
     }
     config.update(overrides)
     return config
@@ -66,12 +76,12 @@ def make_consumer(settings: KafkaSettings, group_id: str, **overrides: Any) -> K
 
 def ensure_topics(settings: KafkaSettings, timeout_s: float = 10.0) -> None:
     """Create the platform's topics if they are missing; existing topics are left as they are."""
-    admin = AdminClient(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "socket.timeout.ms": settings.request_timeout_ms,
-        }
-    )
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "socket.timeout.ms": settings.request_timeout_ms,
+        "logger": LIBRDKAFKA_LOG,
+    }
+    admin = AdminClient(config)
     wanted = [
         NewTopic(settings.interactions_topic, num_partitions=settings.interactions_partitions),
         NewTopic(settings.dead_letter_topic, num_partitions=settings.interactions_partitions),
@@ -89,6 +99,11 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 10.0) -> None:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+        except concurrent.futures.TimeoutError:
+            raise KafkaUnavailable(
+                f"Kafka did not answer within {timeout_s:g} s while creating topic {topic!r}: "
+                "is it running, and is RECSYS_KAFKA_BOOTSTRAP_SERVERS right?"
+            ) from None
 
 
 def wait_for_topics(settings: KafkaSettings, topics: list[str], timeout_s: float = 10.0) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -29,6 +30,21 @@ WEIGHTS = "weights.npz"
 
 class SnapshotNotFound(FileNotFoundError):
     """No snapshot exists (no LATEST), or the named version is missing."""
+
+
+def why_no_snapshot(models_dir: Path, error: SnapshotNotFound) -> tuple[int, str]:
+    """(log level, message) for a service starting empty: WARNING when the folder is missing.
+
+    A missing folder is usually a wrong RECSYS_MODELS_DIR or an unmounted volume; an empty
+    folder is a first start.
+    """
+    folder = Path(models_dir)
+    if not folder.is_dir():
+        return logging.WARNING, (
+            f"models folder {folder} does not exist (check RECSYS_MODELS_DIR and the volume): "
+            "starting from an empty model"
+        )
+    return logging.INFO, f"no snapshot to load ({error}): starting from an empty model"
 
 
 def new_version(now: dt.datetime | None = None) -> str:

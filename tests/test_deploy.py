@@ -49,9 +49,7 @@ DOCKERFILES = sorted(set(APP_SERVICES.values()))
 
 # RECSYS_* variables the deployment sets that shared/config.py does not read, each with the
 # code that reads it. Anything else must be a real setting.
-NON_CONFIG_RECSYS = {
-    "RECSYS_LOG_LEVEL": "shared/logs.py",
-}
+NON_CONFIG_RECSYS: dict[str, str] = {}
 
 
 # Setting → compose services its host part must name (a typo here is a silent outage there).

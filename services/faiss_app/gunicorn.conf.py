@@ -2,11 +2,16 @@
 
 No ``preload_app``: each worker builds its own index after the fork (FAISS/OpenMP state and a
 Kafka consumer must not cross a fork), so memory is one index per worker.
+
+The settings are read here, in the master: a bad variable stops gunicorn before any worker
+starts, with one line listing every bad variable and exit status 2.
 """
 
-from shared.config import Settings
+from shared.logs import gunicorn_logconfig
+from shared.startup import load_settings
 
-_faiss = Settings.from_env().faiss  # a bad value stops gunicorn at start, naming the variable
+_settings = load_settings("faiss_app")
+_faiss = _settings.faiss
 
 bind = f"0.0.0.0:{_faiss.port}"
 workers = _faiss.workers
@@ -14,6 +19,7 @@ worker_class = "sync"
 timeout = _faiss.worker_timeout_s
 graceful_timeout = 15
 preload_app = False
+logconfig_dict = gunicorn_logconfig("faiss_app", _settings.logging)
 
 
 def on_starting(server):  # noqa: ANN001, ANN201

@@ -1,32 +1,56 @@
-"""Entry point: ``python -m services.incremental_trainer``.
+"""``python -m services.incremental_trainer``: the Kafka consumer that keeps the model current.
+
+Settings come from RECSYS_* environment variables (see the README); --help needs none of them.
+At start it says which snapshot it loaded from RECSYS_MODELS_DIR, or that it starts from an
+empty model and why.
 
 SIGTERM and SIGINT set the stop flag that ``shared.kafka.poll_batches`` checks: the current
 batch is finished, the state is flushed and snapshotted, offsets are committed, and the
-process exits 0. Any other failure exits non-zero after logging; the supervisor restarts it and
-the restart resumes from the last snapshot.
+process exits 0. A bad setting exits 2 with one line naming every bad variable; any other
+failure exits 1 after logging (the supervisor restarts it and the restart resumes from the last
+snapshot).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
 from types import FrameType
 
-import torch
+from shared.startup import load_settings
 
-from services.incremental_trainer.service import Trainer
-from shared.config import Settings
-from shared.logs import setup_logging
-
+SERVICE = "incremental_trainer"
 log = logging.getLogger("services.incremental_trainer")
 
 
-def main() -> int:
-    setup_logging("incremental_trainer")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.incremental_trainer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args(argv)
+    settings = load_settings(SERVICE)
+
+    # Imported after the settings are known good: torch alone takes seconds to import.
+    import torch
+
+    from services.incremental_trainer.service import Trainer
+    from shared.kafka import KafkaUnavailable
+    from shared.logs import setup_logging
+
+    setup_logging(SERVICE, settings.logging)
     torch.set_num_threads(1)  # the update touches a few rows at a time: threads only add overhead
-    settings = Settings.from_env()
-    trainer = Trainer(settings)
+    try:
+        trainer = Trainer(settings)
+    except KafkaUnavailable as exc:
+        log.error("trainer could not start: %s", exc)
+        return 1
+    except Exception:
+        log.exception("trainer could not start")
+        return 1
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s: finishing the batch, snapshotting and committing", signum)

@@ -57,7 +57,8 @@ class ModelState:
             snap = load_snapshot(
                 Path(settings.models_dir), growth_factor=settings.growth_factor, seed=settings.seed
             )
-        except snapshots.SnapshotNotFound:
+        except snapshots.SnapshotNotFound as exc:
+            log.log(*snapshots.why_no_snapshot(Path(settings.models_dir), exc))
             model = GMF(
                 settings.initial_capacity,
                 settings.initial_capacity,
@@ -65,7 +66,6 @@ class ModelState:
                 growth_factor=settings.growth_factor,
                 seed=settings.seed,
             )
-            log.info("no snapshot in %s: starting from an empty model", settings.models_dir)
             return cls(
                 model,
                 id_map_from_settings(settings),
@@ -75,8 +75,9 @@ class ModelState:
                 False,
             )
         log.info(
-            "loaded snapshot %s: %d users, %d items",
+            "loaded snapshot %s from %s: %d users, %d items",
             snap.version,
+            settings.models_dir,
             len(snap.user_map),
             len(snap.item_map),
         )

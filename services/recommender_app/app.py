@@ -38,7 +38,7 @@ ROUTES = ("/recommend", "/events", "/healthz", "/readyz", "/openapi.json")
 def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
     """The WSGI app; ``deps`` defaults to real clients built from ``settings``."""
     if deps is None:
-        setup_logging("recommender_app")
+        setup_logging("recommender_app", settings.logging)
         deps = Deps.from_settings(settings)
     rec = settings.recommender
     guard = Guard(
