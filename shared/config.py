@@ -370,6 +370,14 @@ class RecommenderSettings:
     max_events_per_request: int = setting("RECOMMENDER_MAX_EVENTS", 500, _parse_positive_int)
     publish_timeout_s: float = setting("RECOMMENDER_PUBLISH_TIMEOUT_S", 2.0, _parse_positive_float)
     breaker_cooldown_s: float = setting("RECOMMENDER_BREAKER_COOLDOWN_S", 1.0, _parse_positive_float)
+    # In-process item metadata cache per worker: entries live this long (0 = off), at most
+    # this many (services/recommender_app/metadata_cache.py).
+    metadata_cache_s: float = setting(
+        "RECOMMENDER_METADATA_CACHE_S", 5.0, _parse_non_negative_float
+    )
+    metadata_cache_items: int = setting(
+        "RECOMMENDER_METADATA_CACHE_ITEMS", 100_000, _parse_positive_int
+    )
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,23 @@
 """The one Python client of faiss_app's HTTP API (docs/CONTRACTS.md, "faiss_app HTTP API").
 
-Every call has a timeout and goes through one pooled :class:`requests.Session`. Failures the
-caller should degrade on (timeouts, refused connections, 5xx, an answer that is not JSON) raise
-:class:`FaissUnavailable`; an unknown item in :meth:`FaissClient.similar` raises
-:class:`UnknownItem`; any other 4xx is a bug in the caller and raises :class:`FaissRequestError`.
+Every call has a timeout (the client's, or one given to the call: the recommender passes its
+share of the request budget) and goes through one pool of keep-alive connections (urllib3,
+no retries: a failure is reported at once and the caller degrades). Bodies are encoded and
+decoded with orjson. Failures the caller should degrade on (timeouts, refused connections, 5xx,
+an answer that is not JSON) raise :class:`FaissUnavailable`; an unknown item in
+:meth:`FaissClient.similar` raises :class:`UnknownItem`; any other 4xx is a bug in the caller
+and raises :class:`FaissRequestError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Self
+from urllib.parse import urlencode, urlsplit
 
 import numpy as np
-import requests
-from requests.adapters import HTTPAdapter
+import orjson
+import urllib3
 
 Hit = tuple[str, float]
 
@@ -45,25 +49,25 @@ class UnknownItem(FaissError, KeyError):
 
 
 class FaissClient:
-    """Client of one faiss_app base URL.
+    """Client of one faiss_app base URL; thread-safe (one pool shared by all threads).
 
     Parameters
     ----------
     url : str
         Base URL, e.g. ``http://127.0.0.1:8081`` (``FaissSettings.url``).
     timeout_s : float
-        Timeout of every call (connect and read), in seconds (``FaissSettings.timeout_s``).
-    session : requests.Session, optional
-        A session to reuse; by default one with a connection pool of ``pool_size``.
+        Default timeout of every call (connect and read), in seconds (``FaissSettings.timeout_s``);
+        each call may pass its own ``timeout_s``.
     admin_token : str, optional
         Bearer token for :meth:`reload` (``FaissSettings.admin_token``).
+    pool_size : int
+        Keep-alive connections kept open (one per concurrently calling thread is enough).
     """
 
     def __init__(
         self,
         url: str,
         timeout_s: float,
-        session: requests.Session | None = None,
         admin_token: str | None = None,
         pool_size: int = 16,
     ):
@@ -72,15 +76,14 @@ class FaissClient:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.admin_token = admin_token
-        if session is None:
-            session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-        self.session = session
+        self._base_path = urlsplit(self.url).path
+        # block=False: a burst beyond pool_size opens extra connections instead of waiting.
+        self._pool = urllib3.connectionpool.connection_from_url(
+            self.url, maxsize=pool_size, block=False, retries=False
+        )
 
     def close(self) -> None:
-        self.session.close()
+        self._pool.close()
 
     def __enter__(self) -> Self:
         return self
@@ -95,6 +98,7 @@ class FaissClient:
         queries: np.ndarray,
         k: int,
         exclude: Sequence[Sequence[str]] | None = None,
+        timeout_s: float | None = None,
     ) -> list[list[Hit]]:
         """Top-``k`` items by inner product for each query vector.
 
@@ -114,7 +118,7 @@ class FaissClient:
             One list per query, best first; shorter than ``k`` when the index holds fewer
             items than ``k`` after exclusions.
         """
-        answer = self.search_full(queries, k, exclude)
+        answer = self.search_full(queries, k, exclude, timeout_s)
         return [
             list(zip(result["ids"], map(float, result["scores"]), strict=True))
             for result in answer["results"]
@@ -125,6 +129,7 @@ class FaissClient:
         queries: np.ndarray,
         k: int,
         exclude: Sequence[Sequence[str]] | None = None,
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
         """Like :meth:`search` but returns the whole answer (``results``, ``model_version``,
         ``index_type``) as the contract states it."""
@@ -133,26 +138,31 @@ class FaissClient:
             matrix = matrix[None, :]
         if matrix.ndim != 2:
             raise ValueError(f"queries must be 2-D (n, dim), got shape {matrix.shape}")
-        body: dict[str, Any] = {"queries": matrix.tolist(), "k": int(k)}
+        body: dict[str, Any] = {"queries": np.ascontiguousarray(matrix), "k": int(k)}
         if exclude is not None:
             if len(exclude) != matrix.shape[0]:
                 raise ValueError(f"exclude has {len(exclude)} lists for {matrix.shape[0]} queries")
             body["exclude"] = [list(ids) for ids in exclude]
-        return self._call("POST", "/v1/search", json=body)
+        return self._call("POST", "/v1/search", body=body, timeout_s=timeout_s)
 
-    def similar(self, item_id: str, k: int) -> list[Hit]:
+    def similar(self, item_id: str, k: int, timeout_s: float | None = None) -> list[Hit]:
         """The ``k`` items most cosine-similar to ``item_id`` (itself excluded), best first.
 
         Raises :class:`UnknownItem` when the index does not hold ``item_id``.
         """
-        answer = self.similar_full(item_id, k)
+        answer = self.similar_full(item_id, k, timeout_s)
         return list(zip(answer["ids"], map(float, answer["scores"]), strict=True))
 
-    def similar_full(self, item_id: str, k: int) -> dict[str, Any]:
+    def similar_full(self, item_id: str, k: int, timeout_s: float | None = None) -> dict[str, Any]:
         """Like :meth:`similar` but returns the whole answer (``ids``, ``scores``,
         ``model_version``) as the contract states it."""
         try:
-            return self._call("GET", "/v1/similar", params={"item_id": item_id, "k": int(k)})
+            return self._call(
+                "GET",
+                "/v1/similar",
+                query={"item_id": item_id, "k": int(k)},
+                timeout_s=timeout_s,
+            )
         except FaissRequestError as exc:
             if exc.status == 404:
                 raise UnknownItem(item_id) from None
@@ -162,36 +172,58 @@ class FaissClient:
         """Model version, item count, dimension, index type and parameters, last update."""
         return self._call("GET", "/v1/stats")
 
-    def healthz(self) -> dict[str, Any]:
+    def healthz(self, timeout_s: float | None = None) -> dict[str, Any]:
         """The health answer; raises FaissUnavailable if the service is not healthy."""
-        return self._call("GET", "/healthz")
+        return self._call("GET", "/healthz", timeout_s=timeout_s)
 
     def reload(self, version: str | None = None) -> dict[str, Any]:
         """Ask faiss_app to load ``models/LATEST`` (or ``version``); needs ``admin_token``."""
         headers = {"Authorization": f"Bearer {self.admin_token or ''}"}
         body = {"version": version} if version else {}
-        return self._call("POST", "/v1/reload", json=body, headers=headers)
+        return self._call("POST", "/v1/reload", body=body, headers=headers)
 
     # -- transport ---------------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
+        target = self._base_path + path
+        if query:
+            target += "?" + urlencode(query)
+        sent_headers = dict(headers or {})
+        payload = None
+        if body is not None:
+            payload = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+            sent_headers["Content-Type"] = "application/json"
         try:
-            response = self.session.request(
-                method, self.url + path, timeout=self.timeout_s, **kwargs
+            response = self._pool.urlopen(
+                method,
+                target,
+                body=payload,
+                headers=sent_headers,
+                timeout=urllib3.Timeout(total=timeout_s or self.timeout_s),
+                retries=False,
+                redirect=False,
             )
-        except requests.RequestException as exc:
+        except urllib3.exceptions.HTTPError as exc:
             raise FaissUnavailable(f"{method} {path}: {exc}") from exc
-        if response.status_code >= 500:
-            raise FaissUnavailable(f"{method} {path}: HTTP {response.status_code}")
+        if response.status >= 500:
+            raise FaissUnavailable(f"{method} {path}: HTTP {response.status}")
         try:
-            payload = response.json()
-        except ValueError:
+            answer = orjson.loads(response.data)
+        except orjson.JSONDecodeError:
             raise FaissUnavailable(f"{method} {path}: answer is not JSON") from None
-        if response.status_code >= 400:
-            payload = payload if isinstance(payload, dict) else {}
+        if response.status >= 400:
+            answer = answer if isinstance(answer, dict) else {}
             raise FaissRequestError(
-                response.status_code,
-                str(payload.get("title", "")),
-                str(payload.get("description", "")),
+                response.status,
+                str(answer.get("title", "")),
+                str(answer.get("description", "")),
             )
-        return payload
+        return answer

@@ -101,11 +101,15 @@ class Metrics:
         if client is None and settings.enabled:
             self._client = statsd.StatsClient(settings.host, settings.port, prefix=settings.prefix)
         self.sent: dict[str, float] = {}
+        self._checked: dict[str, str] = {}  # name → kind: the catalogue is searched once a name
 
     def _check(self, name: str, kind: str) -> None:
+        if self._checked.get(name) == kind:
+            return
         spec = spec_for(name)
         if spec.kind != kind:
             raise UnknownMetricError(f"{name} is a {spec.kind}, not a {kind}")
+        self._checked[name] = kind
 
     def incr(self, name: str, count: int = 1) -> None:
         self._check(name, "counter")

@@ -1,6 +1,7 @@
 """MongoDB and Redis access against the real local servers."""
 
 import numpy as np
+import pytest
 
 from shared.config import Settings
 from shared.storage import mongo, redis_store
@@ -77,3 +78,20 @@ def test_seen_list_is_newest_first_and_capped(settings: Settings) -> None:
         "u1": ["i4", "i3"],
         "u2": ["i9"],
     }
+
+
+def test_query_vector_is_written_beside_the_seen_list_and_read_back_with_it(
+    settings: Settings,
+) -> None:
+    r = redis_store.connect(settings.redis)
+    vector = np.array([0.1, -2.5, 3.0e-7, 1.0], dtype=np.float32)
+    redis_store.push_seen(r, {"u1": ["i1", "i2"]}, cap=10, query_vectors={"u1": vector})
+    seen, raw = redis_store.get_user_state(r, "u1")
+    assert seen == ["i2", "i1"]
+    assert raw is not None
+    assert redis_store.decode_query_vector(raw).tobytes() == vector.tobytes()  # bit-exact
+    assert redis_store.get_user_state(r, "nobody") == ([], None)
+    with pytest.raises(ValueError):
+        redis_store.decode_query_vector("not base64 at all!")
+    with pytest.raises(ValueError):
+        redis_store.decode_query_vector("AAA=")  # two bytes: not whole float32s

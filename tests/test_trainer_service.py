@@ -155,6 +155,12 @@ def test_learns_grows_publishes_and_stops_cleanly(
     r = redis_store.connect(s.redis)
     assert set(redis_store.get_seen(r, "u0")) <= {f"i{j}" for j in range(0, N_ITEMS, GROUPS)}
     assert r.zcard(redis_store.POPULAR_KEY) == N_ITEMS
+    # The recommender's copy of each query vector, written with the seen list, equals MongoDB's.
+    for user in ("u0", f"u{N_USERS - 1}"):
+        seen, raw = redis_store.get_user_state(r, user)
+        assert seen and raw is not None
+        stored = mongo.get_user(db, user)["query_vector"]
+        np.testing.assert_allclose(redis_store.decode_query_vector(raw), stored, rtol=1e-6)
 
     # faiss_app (loads the trainer's snapshot, tails item-vectors) finds every item.
     app = create_app(s, Deps(metrics=Metrics(s.statsd)))

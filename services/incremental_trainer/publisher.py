@@ -89,9 +89,16 @@ class StatePublisher:
         return mongo.upsert_user_vectors(self._db, rows, model_version)
 
     def redis(
-        self, seen: Mapping[str, Sequence[str]], popularity: Mapping[str, float], ts_ms: int
+        self,
+        seen: Mapping[str, Sequence[str]],
+        popularity: Mapping[str, float],
+        ts_ms: int,
+        query_vectors: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        redis_store.push_seen(self._redis, seen, self._settings.seen_list_length)
+        """Seen lists with the users' query vectors beside them (one pipeline), popularity."""
+        redis_store.push_seen(
+            self._redis, seen, self._settings.seen_list_length, query_vectors
+        )
         redis_store.bump_popularity(
             self._redis, popularity, ts_ms, self._settings.popularity_half_life_s
         )

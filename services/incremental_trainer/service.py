@@ -336,7 +336,8 @@ class Trainer:
                 ((u, q, result.user_events[u]) for u, q in zip(user_ids, queries, strict=True)),
                 version,
             )
-            self.state.redis(result.seen, result.popularity, result.ts_ms)
+            by_user = dict(zip(user_ids, queries, strict=True))
+            self.state.redis(result.seen, result.popularity, result.ts_ms, by_user)
         self.producer.poll(0)
 
     # ------------------------------------------------------------------ durability

@@ -35,13 +35,9 @@ log = logging.getLogger(__name__)
 ROUTES = ("/recommend", "/events", "/healthz", "/readyz", "/openapi.json")
 
 
-def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
-    """The WSGI app; ``deps`` defaults to real clients built from ``settings``."""
-    if deps is None:
-        setup_logging("recommender_app", settings.logging)
-        deps = Deps.from_settings(settings)
-    rec = settings.recommender
-    guard = Guard(
+def make_guard(settings: Settings, deps: Deps) -> Guard:
+    """The one Guard of an app: each dependency's timeout cap and what counts as it failing."""
+    return Guard(
         caps={
             "mongo": settings.mongo.timeout_ms / 1000.0,
             "redis": settings.redis.timeout_s,
@@ -53,10 +49,19 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
             "faiss": (FaissError,),
         },
         metrics=deps.metrics,
-        cooldown_s=rec.breaker_cooldown_s,
+        cooldown_s=settings.recommender.breaker_cooldown_s,
         clock=deps.clock,
         hard_deadline={"mongo"},
     )
+
+
+def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
+    """The WSGI app; ``deps`` defaults to real clients built from ``settings``."""
+    if deps is None:
+        setup_logging("recommender_app", settings.logging)
+        deps = Deps.from_settings(settings)
+    rec = settings.recommender
+    guard = make_guard(settings, deps)
     publisher = EventPublisher(
         deps.producer, settings.kafka.interactions_topic, rec.publish_timeout_s, deps.clock
     )

@@ -16,7 +16,6 @@ from typing import Any
 import pymongo
 
 from services.recommender_app.deps import Deps
-from shared.faiss_client import FaissClient
 
 CHECK_TIMEOUT_S = 1.0
 
@@ -63,8 +62,7 @@ class Readiness:
         self._deps.redis.ping()
 
     def _faiss(self) -> None:
-        base = self._deps.faiss
-        FaissClient(base.url, self._timeout_s, session=base.session).healthz()
+        self._deps.faiss.healthz(timeout_s=self._timeout_s)
 
     def _kafka(self) -> None:
         self._deps.producer.list_topics(timeout=self._timeout_s)

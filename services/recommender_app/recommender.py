@@ -1,15 +1,18 @@
-"""The merge behind ``GET /recommend``: model results first, popular items to fill, metadata.
+"""The request path behind ``GET /recommend``, top to bottom:
 
-Paths (``source`` of the answer):
+1. user state — seen list and query vector in one Redis round trip (MongoDB ``users`` when Redis
+   has no vector): :mod:`services.recommender_app.user_state`;
+2. candidates — the model's items from faiss_app (``/v1/search`` with the seen list excluded,
+   or ``/v1/similar`` for an item): :mod:`services.recommender_app.candidates`;
+3. filter and fill — drop excluded and repeated items, fill up to ``k`` with the most popular
+   items not seen and not already chosen (Redis ``popular``);
+4. metadata — in-process cache, Redis, MongoDB: :mod:`services.recommender_app.catalog`;
+5. answer — items, ``source``, ``model_version``, ``degraded``.
 
-- personalized: ``users.find_one`` → query vector → faiss_app search with the user's seen list
-  (Redis ``seen:{user}``) excluded.
-- similar: faiss_app ``/v1/similar`` for an item id; the item itself is never in the answer.
-- popular: no id, an unknown user or item, or the model path failed.
-
-Every path fills a short list with the most popular items not seen and not already chosen,
-then attaches metadata. A dependency that fails only removes what it would have contributed
-and is named in ``degraded``; nothing here raises because a server is down.
+Sources: personalized (``user_id``), similar (``item_id``; the item itself is never in the
+answer), popular (no id, an unknown user or item, or the model path failed). A dependency that
+fails only removes what it would have contributed and is named in ``degraded``; nothing here
+raises because a server is down.
 """
 
 from __future__ import annotations
@@ -20,23 +23,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import pymongo
-
+from services.recommender_app.candidates import Candidates, Hit, ModelCandidates
 from services.recommender_app.catalog import Catalog
 from services.recommender_app.deps import Deps
+from services.recommender_app.metadata_cache import MetadataCache
 from services.recommender_app.resilience import Budget, DependencyDown, Guard
+from services.recommender_app.user_state import UserStateReader
 from shared.config import RecommenderSettings
-from shared.faiss_client import FaissClient, UnknownItem
-from shared.storage import mongo, redis_store
+from shared.storage import redis_store
 
 log = logging.getLogger(__name__)
-
-Hit = tuple[str, float]
 
 # Share of the request budget kept free, while the model path runs, for the popular fallback
 # and the metadata that follow it.
 FALLBACK_SHARE = 0.25
+SOURCES = ("personalized", "similar", "popular")
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,22 @@ class Recommender:
     def __init__(self, deps: Deps, settings: RecommenderSettings, guard: Guard):
         self._deps = deps
         self._budget_s = settings.request_budget_s
-        self._reserve_s = settings.request_budget_s * FALLBACK_SHARE
+        reserve_s = settings.request_budget_s * FALLBACK_SHARE
         self._guard = guard
-        self._catalog = Catalog(guard, deps.db, deps.redis)
+        self.users = UserStateReader(guard, deps.redis, deps.db, reserve_s)
+        self.candidates = ModelCandidates(guard, deps.faiss, reserve_s)
+        self.catalog = Catalog(
+            guard,
+            deps.db,
+            deps.redis,
+            MetadataCache(settings.metadata_cache_items, settings.metadata_cache_s, deps.clock),
+        )
+        # Metric names built once, not per request.
+        self._source_metrics = {
+            source: (f"api.recommend.source.{source}", f"api.recommend.source_ms.{source}")
+            for source in SOURCES
+        }
+        self._degraded_metrics: dict[str, str] = {}
 
     def recommend(
         self, k: int, user_id: str | None = None, item_id: str | None = None
@@ -70,61 +84,64 @@ class Recommender:
         else:
             answer = self.popular(k, budget)
         metrics = self._deps.metrics
-        metrics.incr(f"api.recommend.source.{answer.source}")
-        metrics.timing(
-            f"api.recommend.source_ms.{answer.source}", (time.perf_counter() - started) * 1000.0
-        )
+        count_name, timer_name = self._source_metrics[answer.source]
+        metrics.incr(count_name)
+        metrics.timing(timer_name, (time.perf_counter() - started) * 1000.0)
         for dependency in answer.degraded:
-            metrics.incr(f"api.degraded.{dependency}")
+            name = self._degraded_metrics.get(dependency)
+            if name is None:
+                name = self._degraded_metrics[dependency] = f"api.degraded.{dependency}"
+            metrics.incr(name)
         return answer
 
     # -- the three paths ----------------------------------------------------------------------
 
     def for_user(self, user_id: str, k: int, budget: Budget) -> Recommendation:
         degraded: set[str] = set()
-        seen = self._seen(user_id, budget, degraded)
-        vector = self._query_vector(user_id, budget, degraded)
-        hits: list[Hit] = []
-        version = None
-        if vector is not None:
-            try:
-                hits, version = self._guard.call(
-                    "faiss", budget, lambda t: self._search(t, vector, k, seen), self._reserve_s
-                )
-            except DependencyDown:
-                degraded.add("faiss")
-        source = "personalized" if hits else "popular"
-        return self._finish(hits, k, set(seen), budget, degraded, source, version)
+        state = self.users.load(user_id, budget, degraded)
+        found = self.candidates.for_user(state, k, budget, degraded)
+        source = "personalized" if found.hits else "popular"
+        return self._answer(found, k, set(state.seen), budget, degraded, source)
 
     def similar_to(self, item_id: str, k: int, budget: Budget) -> Recommendation:
         degraded: set[str] = set()
-        hits: list[Hit] = []
-        version = None
-        try:
-            hits, version = self._guard.call(
-                "faiss", budget, lambda t: self._similar(t, item_id, k), self._reserve_s
-            )
-        except DependencyDown:
-            degraded.add("faiss")
-        if not hits:
-            return self._finish([], k, {item_id}, budget, degraded, "popular", None)
-        return self._finish(hits, k, {item_id}, budget, degraded, "similar", version)
+        found = self.candidates.similar_to(item_id, k, budget, degraded)
+        if not found.hits:
+            found = Candidates()  # popular: no model version to name
+        source = "similar" if found.hits else "popular"
+        return self._answer(found, k, {item_id}, budget, degraded, source)
 
     def popular(self, k: int, budget: Budget) -> Recommendation:
-        return self._finish([], k, set(), budget, set(), "popular", None)
+        return self._answer(Candidates(), k, set(), budget, set(), "popular")
 
-    # -- pieces ---------------------------------------------------------------------------------
+    # -- steps 3 to 5 ---------------------------------------------------------------------------
 
-    def _finish(
+    def _answer(
+        self,
+        found: Candidates,
+        k: int,
+        exclude: set[str],
+        budget: Budget,
+        degraded: set[str],
+        source: str,
+    ) -> Recommendation:
+        chosen = self._filter_and_fill(found.hits, k, exclude, budget, degraded)
+        metadata = self.catalog.metadata([item_id for item_id, _ in chosen], budget, degraded)
+        items = [
+            {"item_id": item_id, "score": score, **metadata.get(item_id, {})}
+            for item_id, score in chosen
+        ]
+        return Recommendation(items, source, found.model_version, tuple(sorted(degraded)))
+
+    def _filter_and_fill(
         self,
         primary: Sequence[Hit],
         k: int,
         exclude: set[str],
         budget: Budget,
         degraded: set[str],
-        source: str,
-        version: str | None,
-    ) -> Recommendation:
+    ) -> list[Hit]:
+        """``primary`` in order less ``exclude`` and repeats, then popular items up to ``k``."""
         chosen: list[Hit] = []
         taken = set(exclude)
         for item_id, score in primary:
@@ -133,12 +150,7 @@ class Recommender:
                 taken.add(item_id)
         if len(chosen) < k:
             chosen.extend(self._popular(k - len(chosen), taken, budget, degraded))
-        metadata = self._catalog.metadata([item_id for item_id, _ in chosen], budget, degraded)
-        items = [
-            {"item_id": item_id, "score": score, **metadata.get(item_id, {})}
-            for item_id, score in chosen
-        ]
-        return Recommendation(items, source, version, tuple(sorted(degraded)))
+        return chosen
 
     def _popular(self, n: int, exclude: set[str], budget: Budget, degraded: set[str]) -> list[Hit]:
         try:
@@ -148,58 +160,3 @@ class Recommender:
         except DependencyDown:
             degraded.add("redis")
             return []
-
-    def _seen(self, user_id: str, budget: Budget, degraded: set[str]) -> list[str]:
-        try:
-            return self._guard.call(
-                "redis",
-                budget,
-                lambda _t: redis_store.get_seen(self._deps.redis, user_id),
-                self._reserve_s,
-            )
-        except DependencyDown:
-            degraded.add("redis")
-            return []
-
-    def _query_vector(self, user_id: str, budget: Budget, degraded: set[str]) -> np.ndarray | None:
-        def find(timeout_s: float) -> dict[str, Any] | None:
-            with pymongo.timeout(timeout_s):
-                return mongo.get_user(self._deps.db, user_id)
-
-        try:
-            user = self._guard.call("mongo", budget, find, self._reserve_s)
-        except DependencyDown:
-            degraded.add("mongo")
-            return None
-        if user is None or user.get("query_vector") is None:
-            return None
-        try:
-            vector = np.asarray(user["query_vector"], dtype=np.float32)
-        except (TypeError, ValueError):
-            log.error("user %s has a malformed query_vector", user_id)
-            return None
-        if vector.ndim != 1 or not vector.size or not np.isfinite(vector).all():
-            log.error("user %s has a malformed query_vector of shape %s", user_id, vector.shape)
-            return None
-        return vector
-
-    def _faiss_at(self, timeout_s: float) -> FaissClient:
-        # Same pooled session, this call's share of the budget as its timeout.
-        base = self._deps.faiss
-        return FaissClient(base.url, timeout_s, session=base.session)
-
-    def _search(
-        self, timeout_s: float, vector: np.ndarray, k: int, seen: list[str]
-    ) -> tuple[list[Hit], str | None]:
-        answer = self._faiss_at(timeout_s).search_full(vector[None, :], k, [seen])
-        result = answer["results"][0]
-        version = answer.get("model_version")
-        return list(zip(result["ids"], map(float, result["scores"]), strict=True)), version
-
-    def _similar(self, timeout_s: float, item_id: str, k: int) -> tuple[list[Hit], str | None]:
-        try:
-            answer = self._faiss_at(timeout_s).similar_full(item_id, k)
-        except UnknownItem:
-            return [], None
-        hits = list(zip(answer["ids"], map(float, answer["scores"]), strict=True))
-        return hits, answer.get("model_version")

@@ -136,6 +136,7 @@ class Guard:
         self._errors = dict(errors)
         self._metrics = metrics
         self.breakers = {name: Breaker(cooldown_s, clock) for name in caps}
+        self._timers = {name: f"api.dependency.{name}.ms" for name in caps}
 
     def call(
         self, dependency: str, budget: Budget, fn: Callable[[float], T], reserve_s: float = 0.0
@@ -159,7 +160,7 @@ class Guard:
             raise
         finally:
             self._metrics.timing(
-                f"api.dependency.{dependency}.ms", (time.perf_counter() - started) * 1000.0
+                self._timers[dependency], (time.perf_counter() - started) * 1000.0
             )
         breaker.success()
         return value

@@ -1,4 +1,4 @@
-"""Redis: item metadata cache, time-decayed popularity, and per-user seen lists.
+"""Redis: item metadata cache, time-decayed popularity, per-user seen lists and query vectors.
 
 Popularity decays exponentially with a half-life without rewriting every score: an event at
 time t adds ``w · 2^((t - ref) / half_life)``, so newer events weigh more and the order of the
@@ -8,9 +8,11 @@ set is rescaled once and ``ref`` moves forward, keeping scores in float range.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
+import numpy as np
 import redis
 from redis.typing import EncodableT, FieldT
 
@@ -20,6 +22,7 @@ POPULAR_KEY = "popular"
 POPULAR_REF_KEY = "popular:ref_ts"
 ITEM_KEY = "item:{item_id}"
 SEEN_KEY = "seen:{user_id}"
+QUERY_KEY = "query:{user_id}"
 _RESCALE_AFTER_HALF_LIVES = 32.0
 
 
@@ -39,6 +42,24 @@ def item_key(item_id: str) -> str:
 
 def seen_key(user_id: str) -> str:
     return SEEN_KEY.format(user_id=user_id)
+
+
+def query_key(user_id: str) -> str:
+    return QUERY_KEY.format(user_id=user_id)
+
+
+def encode_query_vector(vector: np.ndarray) -> str:
+    """A query vector as Redis stores it: base64 of its little-endian float32 bytes (text, so
+    the ``decode_responses`` clients read it like every other key)."""
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def decode_query_vector(raw: str) -> np.ndarray:
+    """Inverse of :func:`encode_query_vector`: float32 (serving_dim,); ValueError if garbled."""
+    data = base64.b64decode(raw, validate=True)
+    if not data or len(data) % 4:
+        raise ValueError(f"a query vector of {len(data)} bytes is not float32")
+    return np.frombuffer(data, dtype="<f4").astype(np.float32)
 
 
 def put_item_metadata(r: redis.Redis, items: Iterable[Mapping[str, Any]]) -> int:
@@ -105,13 +126,25 @@ def top_popular(r: redis.Redis, k: int, exclude: Iterable[str] = ()) -> list[tup
     return [(item, score) for item, score in ranked if item not in excluded][:k]
 
 
-def push_seen(r: redis.Redis, user_items: Mapping[str, Sequence[str]], cap: int) -> None:
-    """Prepend each user's new items (oldest first in the sequence) and trim to ``cap``."""
+def push_seen(
+    r: redis.Redis,
+    user_items: Mapping[str, Sequence[str]],
+    cap: int,
+    query_vectors: Mapping[str, np.ndarray] | None = None,
+) -> None:
+    """Prepend each user's new items (oldest first in the sequence) and trim to ``cap``.
+
+    ``query_vectors`` (user → float32 (serving_dim,)) are written in the same pipeline, so the
+    recommender reads a user's seen list and query vector in one round trip
+    (:func:`get_user_state`); MongoDB keeps the durable copy of the vectors.
+    """
     pipe = r.pipeline(transaction=False)
     for user_id, items in user_items.items():
         if items:
             pipe.lpush(seen_key(user_id), *items)
             pipe.ltrim(seen_key(user_id), 0, cap - 1)
+    for user_id, vector in (query_vectors or {}).items():
+        pipe.set(query_key(user_id), encode_query_vector(vector))
     pipe.execute()
 
 
@@ -121,6 +154,16 @@ def get_seen_many(r: redis.Redis, user_ids: Sequence[str]) -> dict[str, list[str
     for user_id in user_ids:
         pipe.lrange(seen_key(user_id), 0, -1)
     return {u: list(items) for u, items in zip(user_ids, pipe.execute(), strict=True) if items}
+
+
+def get_user_state(r: redis.Redis, user_id: str) -> tuple[list[str], str | None]:
+    """A user's seen list (newest first) and encoded query vector (None when absent), in one
+    round trip; decode the vector with :func:`decode_query_vector`."""
+    pipe = r.pipeline(transaction=False)
+    pipe.lrange(seen_key(user_id), 0, -1)
+    pipe.get(query_key(user_id))
+    seen, query = pipe.execute()
+    return list(seen), query
 
 
 def get_seen(r: redis.Redis, user_id: str) -> list[str]:

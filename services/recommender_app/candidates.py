@@ -1,0 +1,69 @@
+"""Candidate generation: where the items an answer is ranked from come from.
+
+Today one source, the model: faiss_app ``/v1/search`` with the user's query vector (seen items
+excluded inside faiss_app) or ``/v1/similar`` for an item. This module is the seam for more
+sources (co-engagement, trending, ...): each returns :class:`Candidates`, and the recommender
+filters, fills and decorates whatever this step returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from services.recommender_app.resilience import Budget, DependencyDown, Guard
+from services.recommender_app.user_state import UserState
+from shared.faiss_client import FaissClient, UnknownItem
+
+Hit = tuple[str, float]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Scored items, best first, and the model version that scored them (None: no model)."""
+
+    hits: list[Hit] = field(default_factory=list)
+    model_version: str | None = None
+
+
+class ModelCandidates:
+    """The model's nearest items, from faiss_app, within the request budget."""
+
+    def __init__(self, guard: Guard, faiss: FaissClient, reserve_s: float):
+        self._guard = guard
+        self._faiss = faiss
+        self._reserve_s = reserve_s  # kept free for the popular fill and the metadata
+
+    def for_user(self, state: UserState, k: int, budget: Budget, degraded: set[str]) -> Candidates:
+        """Top ``k`` by inner product with the user's query vector, seen items left out."""
+        vector = state.query_vector
+        if vector is None:
+            return Candidates()
+
+        def search(timeout_s: float) -> Candidates:
+            answer = self._faiss.search_full(vector[None, :], k, [state.seen], timeout_s)
+            result = answer["results"][0]
+            hits = list(zip(result["ids"], map(float, result["scores"]), strict=True))
+            return Candidates(hits, answer.get("model_version"))
+
+        try:
+            return self._guard.call("faiss", budget, search, self._reserve_s)
+        except DependencyDown:
+            degraded.add("faiss")
+            return Candidates()
+
+    def similar_to(self, item_id: str, k: int, budget: Budget, degraded: set[str]) -> Candidates:
+        """The ``k`` items most cosine-similar to ``item_id`` (none when the index lacks it)."""
+
+        def similar(timeout_s: float) -> Candidates:
+            try:
+                answer = self._faiss.similar_full(item_id, k, timeout_s)
+            except UnknownItem:
+                return Candidates()
+            hits = list(zip(answer["ids"], map(float, answer["scores"]), strict=True))
+            return Candidates(hits, answer.get("model_version"))
+
+        try:
+            return self._guard.call("faiss", budget, similar, self._reserve_s)
+        except DependencyDown:
+            degraded.add("faiss")
+            return Candidates()
