@@ -27,7 +27,7 @@ COPY services/faiss_app/ services/faiss_app/
 USER 10001:10001
 EXPOSE 8081
 HEALTHCHECK --interval=15s --timeout=5s --start-period=600s --retries=3 \
-  CMD ["python", "/usr/local/bin/recsys-healthcheck", "http", "RECSYS_FAISS_PORT", "8081", "/healthz"]
+  CMD ["python", "/usr/local/bin/recsys-healthcheck", "http", "RECSYS_FAISS_PORT", "8081", "/readyz"]
 # services/faiss_app/gunicorn.conf.py binds RECSYS_FAISS_PORT, runs RECSYS_FAISS_WORKERS workers
 # without preload (each worker builds its own index and Kafka follower after the fork) and
 # starts/stops the follower thread in its worker hooks.

@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                     config=ROOT / "services/faiss_app/gunicorn.conf.py",
                 )
                 faiss_url = f"http://127.0.0.1:{settings.faiss.port}"
-                faiss.wait_http(f"{faiss_url}/healthz", timeout_s=60)
+                faiss.wait_http(f"{faiss_url}/readyz", timeout_s=60)
                 produce_all(settings, events, progress)
                 trainer = Trainer(settings, metrics=Metrics(settings.statsd))
                 seconds, curve = run_stream(trainer, total, progress)

@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
               "incremental trainer ...")
         faiss = group.gunicorn("faiss_app", "services.faiss_app.wsgi:app", faiss_port,
                                config=Path("services/faiss_app/gunicorn.conf.py"))
-        faiss.wait_http(f"{settings.faiss.url}/healthz")
+        faiss.wait_http(f"{settings.faiss.url}/readyz")
         recommender = group.gunicorn("recommender_app", "services.recommender_app.wsgi:app",
                                      api_port)
         recommender.wait_http(f"{api}/healthz")

@@ -97,11 +97,11 @@ def gunicorn_argv(app: str, port: int, workers: int = 2, threads: int = 1,
 def start_gunicorn(app: str, port: int, env: Mapping[str, str], log_path: Path,
                    workers: int = 2, threads: int = 1, config: Path | str | None = None,
                    timeout_s: float = 120.0) -> ManagedProcess:
-    """Start gunicorn and return once ``/healthz`` answers 200 (stopping it if it never does)."""
+    """Start gunicorn and return once ``/readyz`` answers 200 (stopping it if it never does)."""
     child = ManagedProcess(log_path.stem, gunicorn_argv(app, port, workers, threads, config),
                            env, log_path.parent)
     try:
-        child.wait_http(f"http://127.0.0.1:{port}/healthz", timeout_s)
+        child.wait_http(f"http://127.0.0.1:{port}/readyz", timeout_s)
     except BaseException:
         child.stop()
         raise

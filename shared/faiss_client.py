@@ -173,8 +173,12 @@ class FaissClient:
         return self._call("GET", "/v1/stats")
 
     def healthz(self, timeout_s: float | None = None) -> dict[str, Any]:
-        """The health answer; raises FaissUnavailable if the service is not healthy."""
+        """The liveness answer; raises FaissUnavailable if the process does not answer."""
         return self._call("GET", "/healthz", timeout_s=timeout_s)
+
+    def readyz(self, timeout_s: float | None = None) -> dict[str, Any]:
+        """The readiness answer; raises FaissUnavailable until an index is loaded."""
+        return self._call("GET", "/readyz", timeout_s=timeout_s)
 
     def reload(self, version: str | None = None) -> dict[str, Any]:
         """Ask faiss_app to load ``models/LATEST`` (or ``version``); needs ``admin_token``."""

@@ -196,12 +196,15 @@ def test_starts_without_a_snapshot_and_loads_the_first_one(
     app = create_app(faiss_settings, Deps(metrics=Metrics(faiss_settings.statsd)))
     client = falcon.testing.TestClient(app)  # the first request starts the follower
     try:
-        waiting = client.simulate_get("/healthz")
+        alive = client.simulate_get("/healthz")  # alive while not ready: no restart loop
+        assert alive.status_code == 200 and alive.json["index_loaded"] is False
+        waiting = client.simulate_get("/readyz")
         assert waiting.status_code == 503 and waiting.json["title"]
         assert search(client, items[1][:1]).status_code == 503
         ids, vectors = items
         version = write_snapshot(faiss_settings.model.models_dir, ids, vectors)
-        wait_for(lambda: client.simulate_get("/healthz").status_code == 200, timeout_s=15)
+        wait_for(lambda: client.simulate_get("/readyz").status_code == 200, timeout_s=15)
+        assert client.simulate_get("/healthz").json["model_version"] == version
         assert client.simulate_get("/v1/stats").json["model_version"] == version
     finally:
         app.runtime.stop()

@@ -51,7 +51,7 @@ def server(stack_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, np.
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _healthy(url), timeout_s=30)
+        wait_for(lambda: _ready(url), timeout_s=30)
         yield url, vectors, log_path
     finally:
         proc.terminate()
@@ -65,9 +65,9 @@ def server(stack_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, np.
     assert text.count("item-vectors follower stopped") == 2, text[-2000:]
 
 
-def _healthy(url: str) -> bool:
+def _ready(url: str) -> bool:
     try:
-        return requests.get(url + "/healthz", timeout=1).status_code == 200
+        return requests.get(url + "/readyz", timeout=1).status_code == 200
     except requests.RequestException:
         return False
 

@@ -23,6 +23,7 @@ from shared.events import parse
 from shared.kafka import ensure_topics, make_consumer
 from shared.logs import request_id_var
 from shared.storage import redis_store
+from tests.conftest import replace
 from tests.test_recommender_support import (
     NEW_ITEM,
     World,
@@ -286,9 +287,30 @@ def test_healthz_and_readyz_with_every_dependency_up(api):
     assert client.simulate_get("/healthz").json == {"status": "ok"}
     ready = client.simulate_get("/readyz")
     assert ready.status_code == 200, ready.text
-    assert ready.json["status"] == "ready"
+    assert ready.json["status"] == "ready" and ready.json["degraded"] == []
     assert set(ready.json["dependencies"]) == {"mongo", "redis", "faiss", "kafka"}
     assert all(dep["ok"] for dep in ready.json["dependencies"].values())
+    report = client.simulate_get("/healthz/dependencies").json["dependencies"]
+    assert all(dep["ok"] and dep["ms"] >= 0 and dep["used_for"] for dep in report.values())
+
+
+def test_events_need_a_valid_key_when_keys_are_set(app_settings):
+    key = "k" * 24
+    client, deps = client_for(replace(app_settings, "access", api_keys=(key,)))
+    event = {"user_id": "u-key", "item_id": "i1", "event": "view", "ts": int(time.time() * 1000)}
+    try:
+        missing = client.simulate_post("/events", json=event)
+        assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == "Bearer"
+        wrong = client.simulate_post("/events", json=event, headers={"X-API-Key": key + "x"})
+        assert wrong.status_code == 403 and wrong.json["title"] == "Invalid API key"
+        bearer = client.simulate_post(
+            "/events", json=event, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert bearer.status_code == 202, bearer.text
+        assert client.simulate_get("/recommend", params={"k": 2}).status_code == 200  # open
+        assert deps.metrics.sent["api.errors.401"] == 1
+    finally:
+        deps.close()
 
 
 def test_openapi_lists_every_route_and_method(api):

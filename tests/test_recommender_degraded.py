@@ -6,6 +6,7 @@ module, then stopped one by one under a live app; the shared session stack is ne
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -75,6 +76,26 @@ def test_mongo_down_gives_popular_items_minus_seen(settings: Settings, faiss_url
             assert ids_of(body) == [i for i in world.popular if i not in seen][:3]
             assert elapsed < BUDGET_S + SLACK_S
         assert deps.metrics.sent["api.degraded.mongo"] == 3
+    finally:
+        deps.close()
+
+
+def test_kafka_down_keeps_the_api_ready_while_events_say_503(settings: Settings, faiss_url, world):
+    configured = api_settings(settings, faiss_url, request_budget_s=BUDGET_S, publish_timeout_s=0.5)
+    seed(configured, world)
+    host_port = dead_port_url("x").split("://")[1]
+    client, deps = client_for(replace(configured, "kafka", bootstrap_servers=host_port))
+    event = {"user_id": "u0", "item_id": "i1", "event": "view", "ts": int(time.time() * 1000)}
+    try:
+        ready = client.simulate_get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json["status"] == "ready" and ready.json["degraded"] == ["kafka"]
+        body, _ = timed_get(client, user_id="u0", k=3)
+        assert body["source"] == "personalized" and body["degraded"] is False
+        assert client.simulate_post("/events", json=event).status_code == 503
+        report = client.simulate_get("/healthz/dependencies").json["dependencies"]
+        assert report["kafka"]["ok"] is False and report["kafka"]["used_for"] == "POST /events"
+        assert host_port not in json.dumps(report)
     finally:
         deps.close()
 
@@ -150,11 +171,15 @@ def test_servers_stopped_one_by_one_under_a_live_app(doomed: dict, world: World,
         body, _ = timed_get(client, item_id=world.popular[0], k=2)
         assert body["source"] == "popular" and body["degraded_dependencies"] == ["faiss"]
         assert ids_of(body) == world.popular[1:3]
+        # Still ready: popular answers come from Redis; the report names faiss, not its host.
         ready = client.simulate_get("/readyz")
-        assert ready.status_code == 503
+        assert ready.status_code == 200 and ready.json["degraded"] == ["faiss"]
         assert {n: d["ok"] for n, d in ready.json["dependencies"].items()} == {
             "mongo": True, "redis": True, "faiss": False, "kafka": True,
         }  # fmt: skip
+        report = client.simulate_get("/healthz/dependencies").json["dependencies"]
+        assert report["faiss"]["error"] == "FaissUnavailable"
+        assert "127.0.0.1" not in json.dumps(report)
 
         # 2. Redis stopped too: no popular list and no seen list; what is left is nothing.
         stop_server(info, "redis")
@@ -163,6 +188,8 @@ def test_servers_stopped_one_by_one_under_a_live_app(doomed: dict, world: World,
         assert elapsed < BUDGET_S + SLACK_S
         body, _ = timed_get(client, k=3)
         assert body["items"] == [] and body["degraded"] is True
+        # Neither item source answers: out of the load balancer until one is back.
+        assert client.simulate_get("/readyz").status_code == 503
 
         # 3. MongoDB stopped too: still a 200, empty and degraded.
         stop_server(info, "mongo")

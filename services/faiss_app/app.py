@@ -139,6 +139,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FaissApp:
     app.add_route("/v1/reload", resources.Reload(load, limits))
     app.add_route("/v1/stats", resources.Stats(service, follower))
     app.add_route("/healthz", resources.Health(service))
+    app.add_route("/readyz", resources.Ready(service))
 
     app.add_error_handler(BadQuery, _raise(falcon.HTTPBadRequest, "Bad request"))
     app.add_error_handler(UnknownItemError, _raise(falcon.HTTPNotFound, "Unknown item"))

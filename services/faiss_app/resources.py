@@ -81,6 +81,24 @@ class Stats:
 
 
 class Health:
+    """Liveness: the process answers (also while the first index is still being built)."""
+
+    def __init__(self, service: IndexService):
+        self._service = service
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        catalog = self._service.catalog
+        resp.media = {
+            "status": "ok",
+            "index_loaded": catalog is not None,
+            "model_version": catalog.version if catalog else None,
+            "pid": os.getpid(),
+        }
+
+
+class Ready:
+    """Readiness: an index is loaded, so searches can be answered (503 until then)."""
+
     def __init__(self, service: IndexService):
         self._service = service
 
@@ -89,7 +107,7 @@ class Health:
         if catalog is None:
             raise IndexNotReady("no snapshot loaded yet")
         resp.media = {
-            "status": "ok",
+            "status": "ready",
             "model_version": catalog.version,
             "count": catalog.count,
             "pid": os.getpid(),

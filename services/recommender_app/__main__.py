@@ -13,9 +13,7 @@ SERVICE = "recommender_app"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m services.recommender_app", description=__doc__
-    )
+    parser = argparse.ArgumentParser(prog="python -m services.recommender_app", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
     parser.add_argument(
         "--port", type=int, default=None, help="port (default: RECSYS_RECOMMENDER_PORT, 8080)"

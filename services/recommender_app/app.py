@@ -6,11 +6,13 @@ gunicorn -w 2 --threads 4 -b 127.0.0.1:8080 services.recommender_app.wsgi:app
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import falcon
 from pymongo.errors import PyMongoError
 from redis import RedisError
 
+from services.recommender_app.access import ApiKeys
 from services.recommender_app.deps import Deps
 from services.recommender_app.errors import add_error_handlers
 from services.recommender_app.health import Readiness
@@ -19,6 +21,7 @@ from services.recommender_app.publisher import EventPublisher
 from services.recommender_app.recommender import Recommender
 from services.recommender_app.resilience import Guard
 from services.recommender_app.resources import (
+    DependenciesResource,
     EventsResource,
     HealthResource,
     OpenApiResource,
@@ -32,7 +35,14 @@ from shared.request_ids import RequestIdMiddleware
 
 log = logging.getLogger(__name__)
 
-ROUTES = ("/recommend", "/events", "/healthz", "/readyz", "/openapi.json")
+ROUTES = (
+    "/recommend",
+    "/events",
+    "/healthz",
+    "/readyz",
+    "/healthz/dependencies",
+    "/openapi.json",
+)
 
 
 def make_guard(settings: Settings, deps: Deps) -> Guard:
@@ -65,13 +75,21 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
     publisher = EventPublisher(
         deps.producer, settings.kafka.interactions_topic, rec.publish_timeout_s, deps.clock
     )
-    app = falcon.App(
-        middleware=(RequestIdMiddleware(), RequestMetrics(deps.metrics), BodyLimit(rec.max_body_bytes))
-    )
+    middleware: list[Any] = [
+        RequestIdMiddleware(),
+        RequestMetrics(deps.metrics),
+        BodyLimit(rec.max_body_bytes),
+    ]
+    access = settings.access
+    if access.api_keys or access.events_rate_per_s:  # nothing to check: no per-request cost
+        middleware.append(ApiKeys(access, clock=deps.clock))
+    app = falcon.App(middleware=tuple(middleware))
     app.add_route("/recommend", RecommendResource(Recommender(deps, rec, guard), rec))
     app.add_route("/events", EventsResource(publisher, rec, deps.metrics, deps.now_ms))
     app.add_route("/healthz", HealthResource())
-    app.add_route("/readyz", ReadyResource(Readiness(deps)))
+    readiness = Readiness(deps)
+    app.add_route("/readyz", ReadyResource(readiness))
+    app.add_route("/healthz/dependencies", DependenciesResource(readiness))
     app.add_route("/openapi.json", OpenApiResource())
     add_error_handlers(app, deps.metrics)
     return app

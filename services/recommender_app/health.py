@@ -1,8 +1,16 @@
-"""Readiness: can each dependency be reached right now, within a short timeout?
+"""Readiness and the dependency report.
 
-The four checks run concurrently, so ``/readyz`` answers within about one timeout even when
-every dependency is down. They bypass the circuit breakers on purpose: readiness asks the
-servers, not our memory of them.
+``/readyz`` asks: can this instance answer ``/recommend`` (possibly degraded)? It can while at
+least one item source answers: Redis (popular items) or faiss_app (model items). MongoDB only
+adds user vectors and Kafka only carries ``POST /events``: either being down degrades answers
+or writes, and must not take every API instance out of the load balancer.
+
+``/healthz/dependencies`` reports each dependency (reachable, latency, the kind of error) and
+what it is used for. Error kinds are exception class names: messages would name internal hosts.
+
+The checks run concurrently, so either answers within about one timeout even when every
+dependency is down. They bypass the circuit breakers on purpose: readiness asks the servers,
+not our memory of them.
 """
 
 from __future__ import annotations
@@ -18,6 +26,14 @@ import pymongo
 from services.recommender_app.deps import Deps
 
 CHECK_TIMEOUT_S = 1.0
+# What each dependency is for; /recommend can answer while one of ITEM_SOURCES answers.
+USED_FOR = {
+    "mongo": "user query vectors and item metadata (personalized answers)",
+    "redis": "popular items, seen lists and item metadata",
+    "faiss": "model items (personalized and similar answers)",
+    "kafka": "POST /events",
+}
+ITEM_SOURCES = ("redis", "faiss")
 
 
 class Readiness:
@@ -33,7 +49,7 @@ class Readiness:
         }
 
     def check(self) -> dict[str, dict[str, Any]]:
-        """``{dependency: {"ok": bool, "ms": float, "error"?: str}}``."""
+        """``{dependency: {"ok": bool, "ms": float | None, "error"?: exception class name}}``."""
         started = {name: time.perf_counter() for name in self._checks}
         futures = {name: self._pool.submit(self._timed, fn) for name, fn in self._checks.items()}
         report: dict[str, dict[str, Any]] = {}
@@ -45,13 +61,17 @@ class Readiness:
                 report[name] = {"ok": False, "ms": None, "error": "timed out"}
         return report
 
+    @staticmethod
+    def can_recommend(report: dict[str, dict[str, Any]]) -> bool:
+        return any(report[name]["ok"] for name in ITEM_SOURCES)
+
     def _timed(self, fn: Callable[[], Any]) -> dict[str, Any]:
         started = time.perf_counter()
         try:
             fn()
         except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
             ms = round((time.perf_counter() - started) * 1000.0, 2)
-            return {"ok": False, "ms": ms, "error": f"{type(exc).__name__}: {exc}"[:300]}
+            return {"ok": False, "ms": ms, "error": type(exc).__name__}
         return {"ok": True, "ms": round((time.perf_counter() - started) * 1000.0, 2)}
 
     def _mongo(self) -> None:
@@ -62,7 +82,7 @@ class Readiness:
         self._deps.redis.ping()
 
     def _faiss(self) -> None:
-        self._deps.faiss.healthz(timeout_s=self._timeout_s)
+        self._deps.faiss.readyz(timeout_s=self._timeout_s)
 
     def _kafka(self) -> None:
         self._deps.producer.list_topics(timeout=self._timeout_s)

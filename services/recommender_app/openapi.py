@@ -109,7 +109,10 @@ SPEC: dict[str, Any] = {
                         "no valid event (or the body is not JSON)",
                         {"$ref": "#/components/schemas/Accepted"},
                     ),
+                    "401": _error("no API key (when RECSYS_API_KEYS is set)"),
+                    "403": _error("the API key is not valid"),
                     "413": _error("body or batch too large"),
+                    "429": _error("over the key's rate limit; see Retry-After"),
                     "503": _error("Kafka did not confirm the events in time; retry"),
                 },
             }
@@ -122,12 +125,24 @@ SPEC: dict[str, Any] = {
         },
         "/readyz": {
             "get": {
-                "summary": "Readiness: MongoDB, Redis, faiss_app and Kafka each reachable",
+                "summary": "Readiness: /recommend can answer, possibly degraded "
+                "(Redis or faiss_app reachable; MongoDB and Kafka down only degrade)",
                 "responses": {
                     "200": _json(
-                        "every dependency answered", {"$ref": "#/components/schemas/Ready"}
+                        "ready; `degraded` names what is down",
+                        {"$ref": "#/components/schemas/Ready"},
                     ),
-                    "503": _json("at least one did not", {"$ref": "#/components/schemas/Ready"}),
+                    "503": _json(
+                        "neither item source answers", {"$ref": "#/components/schemas/Ready"}
+                    ),
+                },
+            }
+        },
+        "/healthz/dependencies": {
+            "get": {
+                "summary": "Each dependency: reachable, latency, error kind, what it is used for",
+                "responses": {
+                    "200": _json("the report", {"$ref": "#/components/schemas/Dependencies"})
                 },
             }
         },
@@ -183,6 +198,19 @@ SPEC: dict[str, Any] = {
                 "type": "object",
                 "properties": {
                     "status": {"enum": ["ready", "not ready"]},
+                    "degraded": {"type": "array", "items": {"type": "string"}},
+                    "dependencies": {
+                        "type": "object",
+                        "additionalProperties": {
+                            "type": "object",
+                            "properties": {"ok": {"type": "boolean"}},
+                        },
+                    },
+                },
+            },
+            "Dependencies": {
+                "type": "object",
+                "properties": {
                     "dependencies": {
                         "type": "object",
                         "additionalProperties": {
@@ -190,7 +218,11 @@ SPEC: dict[str, Any] = {
                             "properties": {
                                 "ok": {"type": "boolean"},
                                 "ms": {"type": ["number", "null"]},
-                                "error": {"type": "string"},
+                                "error": {
+                                    "type": "string",
+                                    "description": "exception class name or 'timed out'",
+                                },
+                                "used_for": {"type": "string"},
                             },
                         },
                     },

@@ -11,7 +11,7 @@ from typing import Any
 
 import falcon
 
-from services.recommender_app.health import Readiness
+from services.recommender_app.health import USED_FOR, Readiness
 from services.recommender_app.openapi import SPEC
 from services.recommender_app.publisher import EventPublisher, validate
 from services.recommender_app.recommender import Recommender
@@ -137,6 +137,8 @@ class HealthResource:
 
 
 class ReadyResource:
+    """200 while /recommend can answer (possibly degraded); ``degraded`` names what is down."""
+
     endpoint = "readyz"
 
     def __init__(self, readiness: Readiness):
@@ -144,9 +146,30 @@ class ReadyResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         report = self._readiness.check()
-        ready = all(entry["ok"] for entry in report.values())
+        ready = self._readiness.can_recommend(report)
         resp.status = falcon.HTTP_200 if ready else falcon.HTTP_503
-        resp.media = {"status": "ready" if ready else "not ready", "dependencies": report}
+        resp.media = {
+            "status": "ready" if ready else "not ready",
+            "degraded": sorted(name for name, entry in report.items() if not entry["ok"]),
+            "dependencies": {name: {"ok": entry["ok"]} for name, entry in report.items()},
+        }
+
+
+class DependenciesResource:
+    """Each dependency: reachable, latency, error kind, what it is for (always 200)."""
+
+    endpoint = "dependencies"
+
+    def __init__(self, readiness: Readiness):
+        self._readiness = readiness
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        report = self._readiness.check()
+        resp.media = {
+            "dependencies": {
+                name: {**entry, "used_for": USED_FOR[name]} for name, entry in report.items()
+            }
+        }
 
 
 class OpenApiResource:
