@@ -31,6 +31,7 @@ from tqdm import tqdm
 from shared.config import Settings
 from shared.data.loaders import write_interactions_csv
 from shared.data.split import chronological_split
+from shared.deleted_items import load_deleted
 from shared.events import EVENT_WEIGHTS
 from shared.logs import setup_logging
 from shared.model.checkpoint import save_snapshot
@@ -142,8 +143,23 @@ def summary_metrics(report: dict[str, Any] | None) -> dict[str, Any] | None:
             for name in ("gmf", "popularity")}
 
 
+def without_deleted(settings: Settings, frame: pd.DataFrame, items: pd.DataFrame | None
+                    ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Leave out items deleted through the catalogue API (MongoDB ``deleted_items``)."""
+    deleted = load_deleted(mongo.connect(settings.mongo))
+    if not deleted:
+        return frame, items
+    gone = frame["item_id"].isin(deleted)
+    print(f"leaving out {int(gone.sum())} events of {len(deleted)} deleted items")
+    if items is not None:
+        items = items[~items["item_id"].isin(deleted)]
+    return frame[~gone].reset_index(drop=True), items
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     frame, items = load_source(args)
+    if not args.no_seed:
+        frame, items = without_deleted(settings, frame, items)
     prefix, stream = chronological_split(frame, args.train_fraction)
     stream_out = args.stream_out or (args.data_dir if args.input is None
                                      else args.input.parent) / STREAM_FILE

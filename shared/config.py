@@ -381,6 +381,18 @@ class RecommenderSettings:
 
 
 @dataclass(frozen=True)
+class CatalogueSettings:
+    """The catalogue API: how fast deletes reach every worker, how new items get shown."""
+
+    deleted_refresh_s: float = setting("DELETED_ITEMS_REFRESH_S", 0.5, _parse_positive_float)
+    # Answer slots (at the tail) offered to items PUT in the last new_item_window_s seconds.
+    new_item_slots: int = setting("NEW_ITEM_SLOTS", 1, _parse_non_negative_int)
+    new_item_window_s: float = setting("NEW_ITEM_WINDOW_S", 86400.0, _parse_positive_float)
+    new_item_refresh_s: float = setting("NEW_ITEM_REFRESH_S", 1.0, _parse_positive_float)
+    tombstone_timeout_s: float = setting("TOMBSTONE_TIMEOUT_S", 2.0, _parse_positive_float)
+
+
+@dataclass(frozen=True)
 class AccessSettings:
     """Who may call what, and whether this is a production deployment."""
 
@@ -417,6 +429,7 @@ class Settings:
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
     faiss: FaissSettings = field(default_factory=FaissSettings)
     recommender: RecommenderSettings = field(default_factory=RecommenderSettings)
+    catalogue: CatalogueSettings = field(default_factory=CatalogueSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
     logging: LogSettings = field(default_factory=LogSettings)
 

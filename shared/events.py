@@ -85,7 +85,8 @@ def validate_id(name: str, value: Any) -> str:
     return value
 
 
-def _validate_metadata(raw: Any) -> dict[str, Any]:
+def validate_metadata(raw: Any) -> dict[str, Any]:
+    """Item metadata (title, category, price) checked for types and sizes; InvalidEvent if not."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -130,7 +131,7 @@ def from_dict(raw: Any, now_ms: int | None = None) -> Interaction:
         item_id=validate_id("item_id", raw["item_id"]),
         event=event,
         ts=ts,
-        item=_validate_metadata(raw.get("item")),
+        item=validate_metadata(raw.get("item")),
     )
 
 

@@ -63,6 +63,15 @@ class VectorPublisher:
         self.sent += count
         return count
 
+    def delete(self, item_ids: Sequence[str]) -> int:
+        """Queue tombstones (value None: faiss_app drops the item); returns the count."""
+        for item_id in item_ids:
+            produce_blocking(
+                self._producer, self._topic, item_id.encode("utf-8"), None, self._on_delivery
+            )
+        self._producer.poll(0)
+        return len(item_ids)
+
     def flush(self) -> dict[str, int]:
         """Wait for every queued message; returns ``{"<partition>": next_offset}``.
 

@@ -45,6 +45,7 @@ from services.incremental_trainer.learner import ITEMS, USERS, BatchResult, Lear
 from services.incremental_trainer.publisher import StatePublisher, VectorPublisher
 from services.incremental_trainer.status import StatusFile
 from shared.config import Settings
+from shared.deleted_items import DeletedItems
 from shared.events import InvalidEvent, parse
 from shared.kafka import (
     DeadLetterPublisher,
@@ -133,9 +134,10 @@ class Trainer:
         self.vectors = VectorPublisher(
             self.producer, kafka.item_vectors_topic, kafka.delivery_timeout_ms / 1000.0 + 5.0
         )
-        self.state = StatePublisher(
-            mongo.connect(settings.mongo), redis_store.connect(settings.redis), settings.redis
-        )
+        db, r = mongo.connect(settings.mongo), redis_store.connect(settings.redis)
+        self.state = StatePublisher(db, r, settings.redis)
+        # Events for deleted items are not learned from (shared/deleted_items.py).
+        self.deleted = DeletedItems(r, db, settings.catalogue.deleted_refresh_s)
         self.consumer = make_consumer(kafka, kafka.trainer_group_id)
         status_path = settings.trainer.status_file or str(self.models_dir / "trainer_status.json")
         self.status = StatusFile(Path(status_path))
@@ -148,6 +150,7 @@ class Trainer:
             "dlq": 0,
             "batches": 0,
             "skipped": 0,
+            "deleted_items": 0,
             "snapshots": 0,
             "growths": {USERS: 0, ITEMS: 0},
         }
@@ -256,6 +259,7 @@ class Trainer:
         events = []
         produced_ms: list[int] = []
         new_positions: dict[int, int] = {}
+        deleted = self.deleted.current()
         for msg in batch:
             _, part, offset = position(msg)
             if part not in self.assigned or offset < self.positions.get(part, 0):
@@ -271,6 +275,9 @@ class Trainer:
                 self.counters["dlq"] += 1
                 self.metrics.incr("trainer.dlq")
                 log.info("dead-lettered %s[%d]@%d: %s", msg.topic(), part, offset, reason)
+                continue
+            if event.item_id in deleted:
+                self.counters["deleted_items"] += 1
                 continue
             events.append(event)
             kind, stamp = msg.timestamp()
@@ -368,10 +375,23 @@ class Trainer:
         self.last_snapshot_at = time.monotonic()
         self.last_snapshot = {"version": version, "at": self.clock(), "reason": reason}
         self.counters["snapshots"] += 1
+        self._republish_deletes()
         elapsed = (time.perf_counter() - started) * 1000
         self.metrics.timing("trainer.snapshot_ms", elapsed)
         log.info("snapshot %s (%s) at %s in %.0f ms", version, reason, positions, elapsed)
         return version
+
+    def _republish_deletes(self) -> None:
+        """Tombstones of deleted items, after the snapshot's offsets: a faiss_app that loads
+        this snapshot (which may still hold their vectors) replays the deletes after it."""
+        deleted = sorted(self.deleted.current())
+        if not deleted:
+            return
+        self.vectors.delete(deleted)
+        try:
+            self.vectors.flush()
+        except Exception as exc:  # noqa: BLE001 - a resend; the next snapshot tries again
+            log.warning("tombstones of %d deleted items not confirmed: %s", len(deleted), exc)
 
     def commit(self, positions: dict[int, int]) -> None:
         """Synchronously commit the offsets of ``positions`` for partitions this member owns."""

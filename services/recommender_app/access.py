@@ -31,6 +31,8 @@ from shared.config import AccessSettings
 # URI template → methods that need an API key. Writes only: reads stay open unless configured.
 KEYED_ROUTES: dict[str, frozenset[str]] = {
     "/events": frozenset({"POST"}),
+    "/items/{item_id}": frozenset({"PUT", "DELETE"}),
+    "/users/{user_id}": frozenset({"DELETE"}),
 }
 # URI template → methods whose requests count against the key's rate limit.
 RATE_LIMITED_ROUTES: dict[str, frozenset[str]] = {

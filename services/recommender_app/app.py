@@ -13,6 +13,7 @@ from pymongo.errors import PyMongoError
 from redis import RedisError
 
 from services.recommender_app.access import ApiKeys
+from services.recommender_app.catalogue_resources import CATALOGUE_ROUTES, CatalogueApi
 from services.recommender_app.deps import Deps
 from services.recommender_app.errors import add_error_handlers
 from services.recommender_app.health import Readiness
@@ -42,6 +43,7 @@ ROUTES = (
     "/readyz",
     "/healthz/dependencies",
     "/openapi.json",
+    *CATALOGUE_ROUTES,
 )
 
 
@@ -84,12 +86,15 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
     if access.api_keys or access.events_rate_per_s:  # nothing to check: no per-request cost
         middleware.append(ApiKeys(access, clock=deps.clock))
     app = falcon.App(middleware=tuple(middleware))
-    app.add_route("/recommend", RecommendResource(Recommender(deps, rec, guard), rec))
+    catalogue = CatalogueApi(settings, deps)
+    recommender = Recommender(deps, rec, guard, catalogue.deleted, catalogue.new_items)
+    app.add_route("/recommend", RecommendResource(recommender, rec))
     app.add_route("/events", EventsResource(publisher, rec, deps.metrics, deps.now_ms))
     app.add_route("/healthz", HealthResource())
     readiness = Readiness(deps)
     app.add_route("/readyz", ReadyResource(readiness))
     app.add_route("/healthz/dependencies", DependenciesResource(readiness))
     app.add_route("/openapi.json", OpenApiResource())
+    catalogue.add_routes(app)
     add_error_handlers(app, deps.metrics)
     return app

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.recommender_app.openapi_catalogue import merge_into
+
 _ID = {"type": "string", "pattern": "^[A-Za-z0-9_.:@\\-]{1,128}$"}
 _ERROR = {
     "type": "object",
@@ -231,3 +233,5 @@ SPEC: dict[str, Any] = {
         }
     },
 }
+
+merge_into(SPEC)

@@ -4,8 +4,10 @@
    has no vector): :mod:`services.recommender_app.user_state`;
 2. candidates — the model's items from faiss_app (``/v1/search`` with the seen list excluded,
    or ``/v1/similar`` for an item): :mod:`services.recommender_app.candidates`;
-3. filter and fill — drop excluded and repeated items, fill up to ``k`` with the most popular
-   items not seen and not already chosen (Redis ``popular``);
+3. filter and fill — drop excluded, repeated and deleted items
+   (:func:`shared.deleted_items.drop_deleted`), fill up to ``k`` with the most popular items
+   not seen and not already chosen (Redis ``popular``), give the tail slots to new catalogue
+   items (:mod:`services.recommender_app.new_items`);
 4. metadata — in-process cache, Redis, MongoDB: :mod:`services.recommender_app.catalog`;
 5. answer — items, ``source``, ``model_version``, ``degraded``.
 
@@ -27,9 +29,11 @@ from services.recommender_app.candidates import Candidates, Hit, ModelCandidates
 from services.recommender_app.catalog import Catalog
 from services.recommender_app.deps import Deps
 from services.recommender_app.metadata_cache import MetadataCache
+from services.recommender_app.new_items import NewItems, with_new_items
 from services.recommender_app.resilience import Budget, DependencyDown, Guard
 from services.recommender_app.user_state import UserStateReader
 from shared.config import RecommenderSettings
+from shared.deleted_items import DeletedItems, drop_deleted
 from shared.storage import redis_store
 
 log = logging.getLogger(__name__)
@@ -51,8 +55,11 @@ class Recommendation:
 class Recommender:
     """Answers recommendation requests from the stores and faiss_app within one budget."""
 
-    def __init__(self, deps: Deps, settings: RecommenderSettings, guard: Guard):
+    def __init__(self, deps: Deps, settings: RecommenderSettings, guard: Guard,
+                 deleted: DeletedItems | None = None, new_items: NewItems | None = None):
         self._deps = deps
+        self._deleted = deleted
+        self._new_items = new_items
         self._budget_s = settings.request_budget_s
         reserve_s = settings.request_budget_s * FALLBACK_SHARE
         self._guard = guard
@@ -141,15 +148,22 @@ class Recommender:
         budget: Budget,
         degraded: set[str],
     ) -> list[Hit]:
-        """``primary`` in order less ``exclude`` and repeats, then popular items up to ``k``."""
+        """``primary`` in order less ``exclude``, repeats and deleted items, then popular items up
+        to ``k``, then new items in the tail slots."""
+        deleted = self._deleted.current() if self._deleted is not None else frozenset()
         chosen: list[Hit] = []
         taken = set(exclude)
-        for item_id, score in primary:
+        for item_id, score in drop_deleted(primary, deleted):
             if item_id not in taken and len(chosen) < k:
                 chosen.append((item_id, score))
                 taken.add(item_id)
         if len(chosen) < k:
-            chosen.extend(self._popular(k - len(chosen), taken, budget, degraded))
+            # over-fetch a little: a deleted item may linger in ``popular`` until re-scored
+            more = self._popular(k - len(chosen) + min(len(deleted), k), taken, budget, degraded)
+            chosen.extend(drop_deleted(more, deleted)[: k - len(chosen)])
+        if self._new_items is not None and self._new_items.slots:
+            chosen = with_new_items(chosen, k, self._new_items.current(), self._new_items.slots,
+                                    taken | deleted)
         return chosen
 
     def _popular(self, n: int, exclude: set[str], budget: Budget, degraded: set[str]) -> list[Hit]:
