@@ -166,10 +166,12 @@ def test_delete_user_makes_them_new(api, app_settings) -> None:
     assert client.simulate_get("/recommend", params={"user_id": "u0"}).json["source"] \
         == "personalized"
     assert client.simulate_delete("/users/u0").status_code == 401
+    deps.redis.set(redis_store.query_key("u0"), b"stale copy")
     answer = client.simulate_delete("/users/u0", headers=AUTH)
     assert answer.status_code == 200 and answer.json["existed"] is True
     assert mongo.get_user(deps.db, "u0") is None
     assert redis_store.get_seen(deps.redis, "u0") == []
+    assert not deps.redis.exists(redis_store.query_key("u0"))
     assert client.simulate_get("/recommend", params={"user_id": "u0"}).json["source"] \
         == "popular"
     assert client.simulate_delete("/users/u0", headers=AUTH).json["existed"] is False
