@@ -186,12 +186,22 @@ def test_synthetic_is_seeded_structured_and_valid() -> None:
     pd.testing.assert_frame_equal(frame, again)
     assert len(frame) == 3000 and frame["ts"].is_monotonic_increasing
     assert set(frame["event"]) <= set(EVENT_WEIGHTS)
-    assert list(items.columns) == ["item_id", "title", "category", "price"]
+    assert list(items.columns) == ["item_id", "title", "category", "price", "genres"]
     assert items["category"].nunique() == 5 and (items["price"] > 0).all()
     # taste clusters: a user's most frequent category covers most of their events
     merged = frame.merge(items, on="item_id")
     share = merged.groupby("user_id")["category"].agg(lambda c: c.value_counts().iloc[0] / len(c))
     assert share[merged.groupby("user_id").size() >= 10].mean() > 0.45
+    # genres carry taste too (cold start learns from them): a user's most frequent genre
+    # covers clearly more of their events than with the genres shuffled across items
+    def genre_share(genres: pd.Series) -> float:
+        first = genres.str.split("|").str[0].groupby(merged["user_id"]).agg(
+            lambda g: g.value_counts().iloc[0] / len(g))
+        return float(first[merged.groupby("user_id").size() >= 10].mean())
+
+    shuffled = pd.Series(merged["genres"].sample(frac=1.0, random_state=0).to_numpy(),
+                         index=merged.index)
+    assert genre_share(merged["genres"]) > genre_share(shuffled) + 0.1
     # power law: the top 10% of items take far more than 10% of events
     top = frame["item_id"].value_counts()
     assert top.iloc[: len(top) // 10].sum() / len(frame) > 0.3

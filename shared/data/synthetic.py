@@ -11,7 +11,13 @@
 - **Events**: types from ``shared.events.EVENT_WEIGHTS`` with stronger signals rarer.
 
 Returns the common interaction frame (see :mod:`shared.data.loaders`) and item metadata
-(``item_id, title, category, price``).
+(``item_id, title, category, price, genres``). The features carry taste, so a model that
+embeds items from their features (the two-tower cold-start model) has something to learn:
+the category *is* the item's taste cluster (the title repeats it), and ``genres``
+(``|``-separated, as MovieLens writes them) usually names the cluster's *family* (two
+neighbouring clusters share one genre) plus sometimes a random genre, a weaker, noisier hint.
+Genres are drawn after everything else, so the interactions, titles, categories and prices
+are the same as before genres existed.
 """
 
 from __future__ import annotations
@@ -34,6 +40,12 @@ CATEGORY_NAMES = [
 _ADJECTIVES = ["classic", "compact", "deluxe", "eco", "essential", "vintage", "smart", "pro"]
 _NOUNS = ["set", "kit", "edition", "pack", "collection", "bundle", "series", "model"]
 _PRIMARY_SHARE = 0.7  # of a user's non-noise choices, at the start
+GENRE_NAMES = [
+    "action", "adventure", "animation", "comedy", "crime", "documentary", "drama", "fantasy",
+    "horror", "musical", "mystery", "romance", "scifi", "thriller", "war", "western",
+]
+_FAMILY_GENRE_SHARE = 0.8  # items whose genres name their cluster's family
+_RANDOM_GENRE_SHARE = 0.3  # items with one extra genre drawn at random
 
 
 @dataclass(frozen=True)
@@ -89,8 +101,18 @@ def _item_metadata(rng: np.random.Generator, cfg: SyntheticConfig, clusters: np.
     nouns = rng.integers(0, len(_NOUNS), size=cfg.n_items)
     titles = [f"{_ADJECTIVES[a].title()} {names[c]} {_NOUNS[n]} {j}"
               for j, (a, c, n) in enumerate(zip(adjectives, clusters, nouns, strict=True))]
+    family = rng.random(cfg.n_items) < _FAMILY_GENRE_SHARE
+    extra = np.where(rng.random(cfg.n_items) < _RANDOM_GENRE_SHARE,
+                     rng.integers(0, len(GENRE_NAMES), size=cfg.n_items), -1)
+    genres = []
+    for c, has_family, e in zip(clusters, family, extra, strict=True):
+        chosen = [GENRE_NAMES[(c // 2) % len(GENRE_NAMES)]] if has_family else []
+        if e >= 0 and GENRE_NAMES[e] not in chosen:
+            chosen.append(GENRE_NAMES[e])
+        genres.append("|".join(chosen))
     return pd.DataFrame({"item_id": item_ids, "title": titles,
-                         "category": [names[c] for c in clusters], "price": prices})
+                         "category": [names[c] for c in clusters], "price": prices,
+                         "genres": genres})
 
 
 def generate(cfg: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -101,7 +123,7 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> tuple[pd.DataFrame, pd
     interactions : DataFrame
         ``user_id, item_id, event, ts`` (ts int64 Unix ms), ``cfg.n_events`` rows sorted by ts.
     items : DataFrame
-        ``item_id, title, category, price`` for all ``cfg.n_items`` items.
+        ``item_id, title, category, price, genres`` for all ``cfg.n_items`` items.
     """
     rng = np.random.default_rng(cfg.seed)
     span = max(1, int(cfg.days * DAY_MS))
