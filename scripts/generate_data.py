@@ -3,7 +3,7 @@
     python -m scripts.generate_data --out data --users 2000 --items 1000 --events 60000
 
 Writes <out>/interactions.csv (user_id,item_id,event,ts in Unix ms, time ordered) and
-<out>/items.csv (item_id,title,category,price). See shared/data/synthetic.py for the model of
+<out>/items.csv (item_id,title,category,price,genres). See shared/data/synthetic.py for the model of
 users, items, popularity, arrivals and drift.
 """
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from shared import snapshots
-from shared.data import SyntheticConfig, generate
+from shared.data import SyntheticConfig, generate, load_items
 from shared.model.errors import SnapshotFormatError
 from shared.model.two_tower import TwoTowerConfig, fit_two_tower, prepare
-from shared.model.two_tower_cli import catalogue_vectors, train_two_tower
+from shared.model.two_tower_cli import catalogue_vectors, movielens_item_file, train_two_tower
 from shared.model.two_tower_features import (
     FeatureSpace,
     age_buckets,
@@ -140,3 +140,19 @@ def test_snapshot_round_trip_without_pickle(tmp_path: Path,
     (space_dir(tmp_path) / version / "known_ids.json").write_text("[]")
     with pytest.raises(SnapshotFormatError):
         load_two_tower(tmp_path)
+
+
+def test_movielens_items_beside_the_ratings_keep_every_genre(tmp_path: Path) -> None:
+    flags = ["0"] * 19
+    flags[1] = flags[5] = "1"  # Action, Comedy
+    (tmp_path / "u.item").write_bytes(
+        ("1|Toy Story (1995)|01-Jan-1995||http://x|" + "|".join(flags) + "\n").encode("latin-1"))
+    (tmp_path / "u.data").write_text("1\t1\t5\t881250949\n2\t1\t3\t881250950\n")
+    assert movielens_item_file(tmp_path / "u.data") == tmp_path / "u.item"
+    assert movielens_item_file(tmp_path / "elsewhere" / "ratings.dat") is None
+    items, _ = load_items(tmp_path / "u.item")
+    assert items[["category", "genres"]].values.tolist() == [["Action", "Action|Comedy"]]
+    csv = tmp_path / "items.csv"
+    csv.write_text("item_id,title,category,price,genres\na,Mug,kitchen,3,\nb,Pan,kitchen,4,x|y\n")
+    items, _ = load_items(csv)
+    assert items["genres"].isna().tolist() == [True, False] and items["genres"][1] == "x|y"

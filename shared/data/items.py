@@ -1,4 +1,5 @@
-"""Item metadata files → a frame ``item_id, title, category, price`` (missing values NaN).
+"""Item metadata files → a frame ``item_id, title, category, price`` (missing values NaN),
+plus ``genres`` (``Genre|Genre``) when the file has them.
 
 ``format="auto"`` looks at the content:
 
@@ -76,7 +77,8 @@ def _raw(path: Path, fmt: str, columns: Mapping[str, str] | None
         raw = read_delimited(path, ",", header=True)
         return raw, {"item": "movieId", "title": "title", "genres": "genres"}
     raw = read_delimited(path, sniff_delimiter(head_lines(path)), header=True)
-    wanted = {"item": "item_id", "title": "title", "category": "category", "price": "price"}
+    wanted = {"item": "item_id", "title": "title", "category": "category", "price": "price",
+              "genres": "genres"}
     wanted.update(columns or {})
     available = list(raw.frame.columns)
     fields = {}
@@ -132,7 +134,12 @@ def load_items(path: Path | str, format: str = "auto",
         out["price"] = price
     else:
         out["price"] = np.nan
-    out = out[~rejector.bad][ITEM_COLUMNS].reset_index(drop=True)
+    if "genres" in fields:  # all of them, for models that embed items from their features
+        genres = frame[fields["genres"]].astype(str).str.split("|").map(
+            lambda gs: "|".join(g.strip() for g in gs if g.strip() not in NO_GENRES))
+        out["genres"] = genres.where(genres != "", np.nan)
+    kept = ITEM_COLUMNS + (["genres"] if "genres" in out else [])
+    out = out[~rejector.bad][kept].reset_index(drop=True)
     repeated = out["item_id"].duplicated(keep="last")
     if repeated.any():
         report.note(f"{int(repeated.sum())} repeated item ids: the last row of each is kept")

@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared.data.item_files import find_item_file, load_item_file
-from shared.data.loaders import load_interactions
-from shared.model.cli import INTERACTIONS_FILE, ITEMS_FILE
+from shared.data.options import items_from_args
+from shared.model.cli import ITEMS_FILE, load_source
 from shared.model.two_tower import TwoTowerConfig, TwoTowerFit, fit_two_tower, prepare
 from shared.model.two_tower_features import FeatureSpace
 from shared.model.two_tower_snapshot import TwoTowerEncoder, encoder_of
+
+MOVIELENS_ITEM_FILES = ("u.item", "movies.dat", "movies.csv")
 
 
 def add_two_tower_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +49,15 @@ def two_tower_config(args: argparse.Namespace) -> TwoTowerConfig:
                           progress=not args.no_progress)
 
 
+def movielens_item_file(ratings: Path) -> Path | None:
+    """MovieLens's own item file in the folder of the ratings file, if there is one."""
+    for name in MOVIELENS_ITEM_FILES:
+        candidate = Path(ratings).parent / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def load_with_items(args: argparse.Namespace
                     ) -> tuple[pd.DataFrame, pd.DataFrame | None, str | None]:
     """``(interactions, items or None, the items file used)`` as the source options ask.
@@ -55,15 +65,15 @@ def load_with_items(args: argparse.Namespace
     Items come from ``--items``, else the data folder's items file (generated data), else
     MovieLens's own item file beside ``--input`` (u.item, movies.dat, movies.csv).
     """
-    path = args.input or args.data_dir / INTERACTIONS_FILE
-    frame = load_interactions(path, args.format if args.input else "csv")
-    items_path = args.items or (find_item_file(args.input) if args.input
-                                else args.data_dir / ITEMS_FILE)
-    if items_path is None or not Path(items_path).is_file():
-        if args.items:
-            raise FileNotFoundError(f"no such file: {args.items}")
+    frame, items = load_source(args)
+    if args.items is not None:
+        return frame, items, str(args.items)
+    if items is not None:
+        return frame, items, str(args.data_dir / ITEMS_FILE)
+    found = movielens_item_file(args.input) if args.input is not None else None
+    if found is None:
         return frame, None, None
-    return frame, load_item_file(items_path), str(items_path)
+    return frame, items_from_args(args, found), str(found)
 
 
 def train_two_tower(events: pd.DataFrame, metadata: Mapping[str, Mapping[str, Any]],
