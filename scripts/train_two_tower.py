@@ -5,9 +5,9 @@
 
 Trains on the same earliest --train-fraction of events as scripts/initial_training.py (early
 stopping on the latest tenth of them), embeds every item of the training events and of the
-item file with the candidate tower, and writes <models-dir>/two_tower/<version>/ (weights as
+item file with the candidate tower, and writes <models-dir>/spaces/two_tower/<version>/ (weights as
 np.savez without pickle, item ids and vectors, manifest with training time and model size),
-then switches <models-dir>/two_tower/LATEST atomically.
+then switches <models-dir>/spaces/two_tower/LATEST atomically.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     add_two_tower_arguments(p)
     out = p.add_argument_group("output")
     out.add_argument("--models-dir", type=Path, default=settings.model.models_dir,
-                     help=f"snapshot root; the two-tower snapshots go to its two_tower/ folder "
+                     help=f"snapshot root; the two-tower snapshots go to its spaces/two_tower/ folder "
                           f"(default: RECSYS_MODELS_DIR = {settings.model.models_dir})")
     out.add_argument("--keep", type=int, default=settings.trainer.snapshots_kept,
                      help="two-tower snapshots kept after writing (default: "

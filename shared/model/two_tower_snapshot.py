@@ -1,11 +1,12 @@
 """Two-tower snapshots on disk and the numpy encoder that serves them (no torch here).
 
-Layout: ``<models_dir>/two_tower/<version>/`` beside the GMF snapshots, written and switched
+Layout: the vector space ``two_tower`` of docs/CONTRACTS.md ("Vector spaces"):
+``<models_dir>/spaces/two_tower/<version>/`` beside the GMF snapshots, written and switched
 atomically like them (:func:`shared.snapshots.write_snapshot_dir`, its own ``LATEST``):
 
 | file | holds |
 |---|---|
-| ``manifest.json`` | ``version, created_at, space: "two_tower", embedding_dim, serving_dim, similarity_dims, n_items, feature_space {...}, config {...}, parameters, metrics`` |
+| ``manifest.json`` | ``version, created_at, space: "two_tower", normalized: true, embedding_dim, serving_dim, similarity_dims, n_items, offsets {"item-vectors.two_tower": {}}, feature_space {...}, config {...}, parameters, metrics`` |
 | ``weights.npz`` | every tensor of :class:`shared.model.two_tower.TwoTower` by its state-dict name, float32 (np.savez, loaded without pickle) |
 | ``known_ids.json`` | ``{"items": [...], "users": [...]}``: ids that have a trained id row |
 | ``item_ids.json``, ``item_vectors.npy`` | the catalogue's candidate vectors ``(n_items, dim)`` f32, unit length |
@@ -38,6 +39,8 @@ from shared.model.two_tower_features import (
 )
 
 SPACE = "two_tower"
+SPACES_FOLDER = "spaces"
+UPDATE_TOPIC = "item-vectors.two_tower"
 KNOWN_IDS = "known_ids.json"
 _WEIGHTS = ("item_id.weight", "category.weight", "price.weight", "token.weight", "age.weight",
             "candidate_mlp.0.weight", "candidate_mlp.0.bias", "candidate_mlp.2.weight",
@@ -47,7 +50,7 @@ _WEIGHTS = ("item_id.weight", "category.weight", "price.weight", "token.weight",
 
 def space_dir(models_dir: Path) -> Path:
     """Root of the two-tower snapshots (its own versions and LATEST)."""
-    return Path(models_dir) / SPACE
+    return Path(models_dir) / SPACES_FOLDER / SPACE
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -141,11 +144,11 @@ def save_two_tower(models_dir: Path, weights: Mapping[str, np.ndarray], space: F
     manifest: dict[str, Any] = {
         "version": chosen,
         "created_at": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
-        "space": SPACE, "embedding_dim": dim, "serving_dim": dim, "similarity_dims": dim,
-        "n_items": len(item_ids), "feature_space": dataclasses.asdict(space),
-        "config": dict(config or {}),
+        "space": SPACE, "normalized": True, "embedding_dim": dim, "serving_dim": dim,
+        "similarity_dims": dim, "n_items": len(item_ids),
+        "feature_space": dataclasses.asdict(space), "config": dict(config or {}),
         "parameters": int(sum(a.size for a in arrays.values())),
-        "offsets": {},
+        "offsets": {UPDATE_TOPIC: {}},
     }
     if metrics is not None:
         manifest["metrics"] = dict(metrics)
