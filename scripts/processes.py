@@ -83,19 +83,27 @@ class ManagedProcess:
         return self.proc.returncode
 
 
-def gunicorn_argv(app: str, port: int, workers: int = 2, threads: int = 1,
+def gunicorn_argv(app: str, port: int, workers: int | None = 2, threads: int | None = 1,
                   config: Path | str | None = None) -> list[str]:
-    """gunicorn serving ``app`` on 127.0.0.1:``port``; a ``config`` file comes first if given."""
+    """gunicorn serving ``app`` on 127.0.0.1:``port``; a ``config`` file comes first if given.
+
+    ``workers`` / ``threads`` of None leave those to the config file (or gunicorn's default).
+    """
     argv = [sys.executable, "-m", "gunicorn"]
     if config is not None and (REPO / config).exists():
         argv += ["--config", str(REPO / config)]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    if threads is not None:
+        argv += ["--threads", str(threads)]
     # A long worker timeout: faiss_app workers build large indexes before their first answer.
-    return argv + [app, "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-                   "--threads", str(threads), "--timeout", "600", "--graceful-timeout", "10"]
+    return argv + [app, "--bind", f"127.0.0.1:{port}", "--timeout", "600",
+                   "--graceful-timeout", "10"]
 
 
 def start_gunicorn(app: str, port: int, env: Mapping[str, str], log_path: Path,
-                   workers: int = 2, threads: int = 1, config: Path | str | None = None,
+                   workers: int | None = 2, threads: int | None = 1,
+                   config: Path | str | None = None,
                    timeout_s: float = 120.0) -> ManagedProcess:
     """Start gunicorn and return once ``/readyz`` answers 200 (stopping it if it never does)."""
     child = ManagedProcess(log_path.stem, gunicorn_argv(app, port, workers, threads, config),
@@ -124,7 +132,8 @@ class ProcessGroup:
     def python(self, name: str, module: str, *args: str, **extra_env: str) -> ManagedProcess:
         return self.start(name, [sys.executable, "-m", module, *args], **extra_env)
 
-    def gunicorn(self, name: str, app: str, port: int, workers: int = 2, threads: int = 1,
+    def gunicorn(self, name: str, app: str, port: int, workers: int | None = 2,
+                 threads: int | None = 1,
                  config: Path | None = None, **extra_env: str) -> ManagedProcess:
         return self.start(name, gunicorn_argv(app, port, workers, threads, config), **extra_env)
 

@@ -355,6 +355,10 @@ class FaissSettings:
     timeout_s: float = setting("FAISS_TIMEOUT_S", 0.25, _parse_positive_float)
     follow_updates: bool = setting("FAISS_FOLLOW_UPDATES", True, _parse_bool)
     workers: int = setting("FAISS_WORKERS", 2, _parse_positive_int)
+    # gunicorn threads per worker, and OpenMP threads one search may use (1: searches run side by
+    # side on the request threads instead of competing for cores; services/faiss_app/openmp.py).
+    threads: int = setting("FAISS_THREADS", 2, _parse_positive_int)
+    omp_threads: int = setting("FAISS_OMP_THREADS", 1, _parse_positive_int)
     # Building an ANN index of millions of items takes minutes: boot and /v1/reload must not
     # be killed by gunicorn's worker timeout.
     worker_timeout_s: int = setting("FAISS_WORKER_TIMEOUT_S", 600, _parse_positive_int)
@@ -370,6 +374,9 @@ class RecommenderSettings:
     max_events_per_request: int = setting("RECOMMENDER_MAX_EVENTS", 500, _parse_positive_int)
     publish_timeout_s: float = setting("RECOMMENDER_PUBLISH_TIMEOUT_S", 2.0, _parse_positive_float)
     breaker_cooldown_s: float = setting("RECOMMENDER_BREAKER_COOLDOWN_S", 1.0, _parse_positive_float)
+    # gunicorn threads per worker (services/recommender_app/gunicorn.conf.py; the worker count
+    # is gunicorn's WEB_CONCURRENCY).
+    threads: int = setting("RECOMMENDER_THREADS", 4, _parse_positive_int)
     # In-process item metadata cache per worker: entries live this long (0 = off), at most
     # this many (services/recommender_app/metadata_cache.py).
     metadata_cache_s: float = setting(

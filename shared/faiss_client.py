@@ -1,9 +1,9 @@
 """The one Python client of faiss_app's HTTP API (docs/CONTRACTS.md, "faiss_app HTTP API").
 
 Every call has a timeout (the client's, or one given to the call: the recommender passes its
-share of the request budget) and goes through one pool of keep-alive connections (urllib3,
-no retries: a failure is reported at once and the caller degrades). Bodies are encoded and
-decoded with orjson. Failures the caller should degrade on (timeouts, refused connections, 5xx,
+share of the request budget) and goes over a keep-alive connection of the calling thread
+(:mod:`shared.http_keepalive`; no retries: a failure is reported at once and the caller
+degrades). Bodies are encoded and decoded with orjson. Failures the caller should degrade on (timeouts, refused connections, 5xx,
 an answer that is not JSON) raise :class:`FaissUnavailable`; an unknown item in
 :meth:`FaissClient.similar` raises :class:`UnknownItem`; any other 4xx is a bug in the caller
 and raises :class:`FaissRequestError`.
@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Self
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import numpy as np
 import orjson
-import urllib3
+
+from shared.http_keepalive import HttpError, KeepAliveClient
 
 Hit = tuple[str, float]
 
@@ -49,7 +50,7 @@ class UnknownItem(FaissError, KeyError):
 
 
 class FaissClient:
-    """Client of one faiss_app base URL; thread-safe (one pool shared by all threads).
+    """Client of one faiss_app base URL; thread-safe (one connection per calling thread).
 
     Parameters
     ----------
@@ -60,30 +61,18 @@ class FaissClient:
         each call may pass its own ``timeout_s``.
     admin_token : str, optional
         Bearer token for :meth:`reload` (``FaissSettings.admin_token``).
-    pool_size : int
-        Keep-alive connections kept open (one per concurrently calling thread is enough).
     """
 
-    def __init__(
-        self,
-        url: str,
-        timeout_s: float,
-        admin_token: str | None = None,
-        pool_size: int = 16,
-    ):
+    def __init__(self, url: str, timeout_s: float, admin_token: str | None = None):
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.admin_token = admin_token
-        self._base_path = urlsplit(self.url).path
-        # block=False: a burst beyond pool_size opens extra connections instead of waiting.
-        self._pool = urllib3.connectionpool.connection_from_url(
-            self.url, maxsize=pool_size, block=False, retries=False
-        )
+        self._http = KeepAliveClient(self.url)
 
     def close(self) -> None:
-        self._pool.close()
+        self._http.close()
 
     def __enter__(self) -> Self:
         return self
@@ -197,30 +186,22 @@ class FaissClient:
         headers: dict[str, str] | None = None,
         timeout_s: float | None = None,
     ) -> Any:
-        target = self._base_path + path
-        if query:
-            target += "?" + urlencode(query)
+        target = path + ("?" + urlencode(query) if query else "")
         sent_headers = dict(headers or {})
-        payload = None
+        payload = b""
         if body is not None:
             payload = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
             sent_headers["Content-Type"] = "application/json"
         try:
-            response = self._pool.urlopen(
-                method,
-                target,
-                body=payload,
-                headers=sent_headers,
-                timeout=urllib3.Timeout(total=timeout_s or self.timeout_s),
-                retries=False,
-                redirect=False,
+            response = self._http.request(
+                method, target, timeout_s or self.timeout_s, payload, sent_headers
             )
-        except urllib3.exceptions.HTTPError as exc:
+        except HttpError as exc:
             raise FaissUnavailable(f"{method} {path}: {exc}") from exc
         if response.status >= 500:
             raise FaissUnavailable(f"{method} {path}: HTTP {response.status}")
         try:
-            answer = orjson.loads(response.data)
+            answer = orjson.loads(response.body)
         except orjson.JSONDecodeError:
             raise FaissUnavailable(f"{method} {path}: answer is not JSON") from None
         if response.status >= 400:

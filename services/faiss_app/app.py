@@ -27,6 +27,7 @@ from services.faiss_app.errors import (
 from services.faiss_app.follower import UpdateFollower
 from services.faiss_app.service import IndexService
 from shared.config import Settings
+from shared.fast_json import use_orjson_answers
 from shared.metrics import Metrics
 from shared.request_ids import RequestIdMiddleware
 from shared.snapshots import SnapshotNotFound
@@ -132,6 +133,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FaissApp:
 
     app = FaissApp(middleware=[RequestIdMiddleware(), RequestContext(runtime, metrics)])
     app.runtime = runtime
+    use_orjson_answers(app)
     limits = settings.faiss
     app.add_route("/v1/search", resources.Search(service, limits, metrics))
     app.add_route("/v1/similar", resources.Similar(service, limits, metrics))

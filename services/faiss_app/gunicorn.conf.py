@@ -15,7 +15,10 @@ _faiss = _settings.faiss
 
 bind = f"0.0.0.0:{_faiss.port}"
 workers = _faiss.workers
-worker_class = "sync"
+# Threaded workers keep the recommender's pooled connections alive (sync workers close each).
+worker_class = "gthread"
+threads = _faiss.threads
+keepalive = 5
 timeout = _faiss.worker_timeout_s
 graceful_timeout = 15
 preload_app = False

@@ -18,6 +18,7 @@ import numpy as np
 
 from services.faiss_app.catalog import Catalog
 from services.faiss_app.errors import IndexNotReady
+from services.faiss_app.openmp import limit_threads
 from shared.config import Settings
 from shared.metrics import Metrics
 from shared.snapshots import (
@@ -123,6 +124,7 @@ class IndexService:
     ) -> dict[str, Any]:
         """Answer of ``POST /v1/search`` for float32 ``queries`` of shape (n, dim)."""
         catalog = self.require()
+        limit_threads(self.settings.faiss.omp_threads)
         version = catalog.serving_version  # read first: the answer reflects at least this
         results = catalog.search(queries, k, exclude)
         self.metrics.incr("faiss.queries", len(queries))
@@ -135,6 +137,7 @@ class IndexService:
     def similar(self, item_id: str, k: int) -> dict[str, Any]:
         """Answer of ``GET /v1/similar``; raises UnknownItemError."""
         catalog = self.require()
+        limit_threads(self.settings.faiss.omp_threads)
         version = catalog.serving_version
         ids, scores = catalog.similar(item_id, k)
         return {"item_id": item_id, "ids": ids, "scores": scores, "model_version": version}

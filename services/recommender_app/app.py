@@ -31,6 +31,7 @@ from services.recommender_app.resources import (
 )
 from shared.config import Settings
 from shared.faiss_client import FaissError
+from shared.fast_json import use_orjson_answers
 from shared.logs import setup_logging
 from shared.request_ids import RequestIdMiddleware
 
@@ -97,4 +98,5 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
     app.add_route("/openapi.json", OpenApiResource())
     catalogue.add_routes(app)
     add_error_handlers(app, deps.metrics)
+    use_orjson_answers(app)
     return app

@@ -11,7 +11,11 @@ from shared.startup import load_settings
 _settings = load_settings("recommender_app")
 
 bind = f"0.0.0.0:{_settings.recommender.port}"
-worker_class = "sync"
+# Threaded workers: a request mostly waits on Redis and faiss_app, and clients' keep-alive
+# connections are kept (sync workers close the connection after every answer).
+worker_class = "gthread"
+threads = _settings.recommender.threads
+keepalive = 5
 timeout = 30
 graceful_timeout = 20
 logconfig_dict = gunicorn_logconfig("recommender_app", _settings.logging)
