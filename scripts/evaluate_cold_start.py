@@ -62,6 +62,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     out.add_argument("--switch-events", type=int, default=BlendRule().switch_events,
                      help="events after which GMF fills all but --min-share of the served list "
                           f"(default: {BlendRule().switch_events})")
+    out.add_argument("--start-share", type=float, default=BlendRule().start_share,
+                     help="share of the served list two-tower fills for a user with no history "
+                          f"(default: {BlendRule().start_share})")
     out.add_argument("--min-share", type=float, default=BlendRule().min_share,
                      help="share of the served list two-tower keeps for every user "
                           f"(default: {BlendRule().min_share})")
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
                        snapshots.new_version(), {}, True)
     trainer = dataclasses.replace(settings.trainer, eval_sample_rate=0.0)
     learner = Learner(state, trainer, settings.redis.popularity_half_life_s, args.seed)
-    rule = BlendRule(args.switch_events, args.min_share)
+    rule = BlendRule(args.switch_events, args.start_share, args.min_share)
     started = time.perf_counter()
     with tqdm(total=len(stream), desc="replay", unit="event",
               disable=args.no_progress) as bar:

@@ -1,10 +1,13 @@
 """How the served list mixes the two-tower space with GMF as a user's history grows.
 
-A user with no history is served from the two-tower query tower alone (their GMF row does
-not exist yet, or is its random start); each event moves a share of the slots to GMF, until
-after ``switch_events`` events GMF fills all but ``min_share`` of them, which stay with
-two-tower so that new items (which GMF cannot retrieve until people engage with them) keep
-a way into every list. The two lists are interleaved in proportion, best first, without
+A user with no history gets ``start_share`` of the slots from the two-tower query tower
+(their GMF row does not exist yet) and the rest from the list served without it (popular
+items for a user GMF does not know). Not all of them: with no history the query tower sees
+only the time of day, and its log-frequency correction deliberately took popularity out of
+its scores, so for a brand-new user popularity is the better half. Each event moves slots to
+GMF, until after ``switch_events`` events GMF fills all but ``min_share`` of them, which stay
+with two-tower so that new items (which GMF cannot retrieve until people engage with them)
+keep a way into every list. The two lists are interleaved in proportion, best first, without
 duplicates; the same function builds the offline evaluator's "served" ranker and
 /recommend's answer, so what is measured is what is served.
 """
@@ -20,18 +23,23 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class BlendRule:
-    """``share(n) = max(min_share, 1 - n / switch_events)`` of the slots go to two-tower."""
+    """Two-tower's share of the slots falls linearly from ``start_share`` (no history) to
+    ``min_share`` (``switch_events`` events and more)."""
 
     switch_events: int = 10
+    start_share: float = 0.5
     min_share: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.switch_events < 1 or not 0.0 <= self.min_share <= 1.0:
-            raise ValueError("switch_events must be >= 1 and min_share in [0, 1]")
+        if self.switch_events < 1:
+            raise ValueError("switch_events must be >= 1")
+        if not 0.0 <= self.min_share <= self.start_share <= 1.0:
+            raise ValueError("need 0 <= min_share <= start_share <= 1")
 
     def share(self, n_events: int) -> float:
         """Two-tower's share of the list for a user with ``n_events`` earlier events."""
-        return max(self.min_share, 1.0 - max(n_events, 0) / self.switch_events)
+        left = max(0.0, 1.0 - max(n_events, 0) / self.switch_events)
+        return self.min_share + (self.start_share - self.min_share) * left
 
 
 def blend(two_tower: Sequence[T], other: Sequence[T], share: float, k: int) -> list[T]:

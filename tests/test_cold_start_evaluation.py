@@ -41,8 +41,10 @@ def test_metrics_from_ranks_known_answer() -> None:
 
 
 def test_blend_moves_from_two_tower_to_gmf_as_history_grows() -> None:
-    rule = BlendRule(switch_events=10, min_share=0.2)
-    assert rule.share(0) == 1.0 and rule.share(5) == 0.5 and rule.share(50) == 0.2
+    rule = BlendRule(switch_events=10, start_share=1.0, min_share=0.2)
+    assert rule.share(0) == 1.0 and rule.share(5) == pytest.approx(0.6)
+    assert rule.share(50) == pytest.approx(0.2)
+    assert BlendRule().share(0) == 0.5 and BlendRule().share(10) == pytest.approx(0.2)
     tt = ["t1", "t2", "t3", "t4", "t5"]
     gmf = ["g1", "t1", "g2", "g3", "g4", "g5"]
     assert blend(tt, gmf, 1.0, 4) == ["t1", "t2", "t3", "t4"]
@@ -52,6 +54,8 @@ def test_blend_moves_from_two_tower_to_gmf_as_history_grows() -> None:
     assert blend(["t1"], gmf, 0.5, 4) == ["t1", "g1", "g2", "g3"]  # one dry: the other fills
     with pytest.raises(ValueError):
         BlendRule(switch_events=0)
+    with pytest.raises(ValueError):
+        BlendRule(start_share=0.1, min_share=0.2)
 
 
 def test_replay_reports_every_ranker_overall_and_on_both_slices() -> None:

@@ -465,6 +465,7 @@ def test_compose_models_volume_is_shared() -> None:
     assert mounts["model-init"] == ["models:/app/models"]
     assert mounts["incremental-trainer"] == ["models:/app/models"]
     assert mounts["faiss-app"] == ["models:/app/models:ro"]
+    assert mounts["recommender-app"] == ["models:/app/models:ro"]  # the two-tower encoder
 
 
 def test_faiss_app_can_be_scaled() -> None:

@@ -29,6 +29,7 @@ from services.recommender_app.resources import (
     ReadyResource,
     RecommendResource,
 )
+from services.recommender_app.two_tower import NewItemVectors, TwoTowerModel
 from shared.config import Settings
 from shared.faiss_client import FaissError
 from shared.fast_json import use_orjson_answers
@@ -87,7 +88,10 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
     if access.api_keys or access.events_rate_per_s:  # nothing to check: no per-request cost
         middleware.append(ApiKeys(access, clock=deps.clock))
     app = falcon.App(middleware=tuple(middleware))
-    catalogue = CatalogueApi(settings, deps)
+    two_tower = TwoTowerModel(settings.model.models_dir, deps.clock)
+    catalogue = CatalogueApi(settings, deps, NewItemVectors(
+        two_tower, deps.producer, settings.kafka.item_vectors_topic,
+        settings.catalogue.tombstone_timeout_s))
     recommender = Recommender(deps, rec, guard, catalogue.deleted, catalogue.new_items)
     app.add_route("/recommend", RecommendResource(recommender, rec))
     app.add_route("/events", EventsResource(publisher, rec, deps.metrics, deps.now_ms))

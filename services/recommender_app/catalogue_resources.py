@@ -70,12 +70,14 @@ class ItemResource:
     endpoint = "items"
 
     def __init__(self, db: Database, r: Redis, deleted: DeletedItems,
-                 tombstone: Callable[[str], None], now_ms: Callable[[], int]) -> None:
+                 tombstone: Callable[[str], None], now_ms: Callable[[], int],
+                 new_vectors: Callable[[str, dict[str, Any]], Any] | None = None) -> None:
         self._db = db
         self._redis = r
         self._deleted = deleted
         self._tombstone = tombstone
         self._now_ms = now_ms
+        self._new_vectors = new_vectors  # feature-based vectors (two-tower), if any
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, item_id: str) -> None:
         validate_id("item_id", item_id)
@@ -93,6 +95,8 @@ class ItemResource:
         fields = validate_metadata(_json_object(req))
         try:
             created = put_item(self._db, self._redis, item_id, fields, self._now_ms())
+            if self._new_vectors is not None:
+                self._new_vectors(item_id, fields)
         except _STORE_ERRORS as exc:
             raise _unavailable(exc) from None
         self._deleted.remove_local(item_id)
@@ -152,13 +156,15 @@ class CatalogueApi:
     """The catalogue's shared pieces for one worker: the deny-list and new-item views that the
     Recommender filters with, and the routes that change them."""
 
-    def __init__(self, settings: Settings, deps: Deps) -> None:
+    def __init__(self, settings: Settings, deps: Deps,
+                 new_vectors: Callable[[str, dict[str, Any]], Any] | None = None) -> None:
         cat = settings.catalogue
         self.deleted = DeletedItems(deps.redis, deps.db, cat.deleted_refresh_s, deps.clock)
         self.new_items = NewItems(deps.redis, cat, deps.clock, deps.now_ms)
         tombstone = Tombstones(deps.producer, settings.kafka.item_vectors_topic,
                                cat.tombstone_timeout_s)
-        self._items = ItemResource(deps.db, deps.redis, self.deleted, tombstone, deps.now_ms)
+        self._items = ItemResource(deps.db, deps.redis, self.deleted, tombstone, deps.now_ms,
+                                   new_vectors)
         self._users = UserResource(deps.db, deps.redis)
 
     def add_routes(self, app: falcon.App) -> None:

@@ -1,0 +1,86 @@
+"""The two-tower space in the recommender: a new item's vector goes out on PUT /items."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+from services.recommender_app.two_tower import TwoTowerModel, update_topic
+from shared.config import Settings
+from shared.data import SyntheticConfig, generate
+from shared.item_vectors import decode
+from shared.kafka import make_consumer
+from shared.model.two_tower import TwoTowerConfig
+from shared.model.two_tower_cli import catalogue_vectors, train_two_tower
+from shared.model.two_tower_features import FeatureSpace
+from shared.model.two_tower_snapshot import save_two_tower
+from tests.conftest import replace
+from tests.test_recommender_support import client_for
+
+KEY = "k" * 32
+SPACE = FeatureSpace(id_buckets=1024, user_buckets=1024, category_buckets=64,
+                     token_buckets=512, history=8)
+
+
+def write_two_tower(models_dir: Path) -> str:
+    frame, items = generate(SyntheticConfig(n_users=100, n_items=60, n_events=1500, seed=3))
+    metadata = {str(r["item_id"]): r for r in items.to_dict("records")}
+    encoder, _, _ = train_two_tower(frame, metadata, TwoTowerConfig(dim=8, hidden=16, epochs=1),
+                                    SPACE)
+    ids, vectors = catalogue_vectors(encoder, frame, metadata)
+    return save_two_tower(models_dir, encoder.weights, encoder.space, encoder.known_items,
+                          encoder.known_users, ids, vectors)
+
+
+def read_topic(settings: Settings, topic: str, timeout_s: float = 15.0) -> list:
+    consumer = make_consumer(settings.kafka, f"check-{topic}")
+    partitions = consumer.list_topics(topic, timeout=5.0).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    messages: list = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not messages and time.monotonic() < deadline:
+            messages += [m for m in consumer.consume(num_messages=10, timeout=0.5)
+                         if m.error() is None]
+    finally:
+        consumer.close()
+    return messages
+
+
+def test_model_is_absent_until_a_snapshot_exists(tmp_path: Path) -> None:
+    now = [0.0]
+    model = TwoTowerModel(tmp_path, clock=lambda: now[0])
+    assert model.item_vector("x", {"title": "a"}) is None
+    version = write_two_tower(tmp_path)
+    assert model.current() is None  # checked less than RELOAD_CHECK_S ago
+    now[0] += 60.0
+    vector = model.item_vector("x", {"title": "Eco books kit", "category": "books"})
+    assert model.version == version and vector is not None
+    assert vector.shape == (8,) and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+    query = model.query_vector("new-user", ["i000001", "unknown"], 1_704_067_200_000)
+    assert query is not None and np.isfinite(query).all()
+
+
+def test_put_item_publishes_its_candidate_vector(settings: Settings, tmp_path: Path) -> None:
+    configured = replace(replace(settings, "model", models_dir=tmp_path), "access",
+                         api_keys=(KEY,))
+    write_two_tower(tmp_path)
+    topic = update_topic(configured.kafka.item_vectors_topic)
+    client, deps = client_for(configured)
+    try:
+        fields = {"title": "Deluxe garden set", "category": "garden", "price": 12.5}
+        answer = client.simulate_put("/items/fresh-1", json=fields,
+                                     headers={"Authorization": f"Bearer {KEY}"})
+        assert answer.status_code == 201, answer.text
+        messages = read_topic(configured, topic)
+        assert [m.key() for m in messages] == [b"fresh-1"]
+        update = decode(messages[0].key(), messages[0].value())
+        expected = TwoTowerModel(tmp_path).item_vector("fresh-1", fields)
+        assert expected is not None and update.vector is not None
+        np.testing.assert_allclose(update.vector, expected, atol=1e-6)
+    finally:
+        deps.close()
