@@ -24,11 +24,12 @@ from shared.logs import setup_logging
 from shared.model.cli import (
     add_source_arguments,
     add_training_arguments,
-    load_source,
     model_settings,
     train_config,
 )
 from shared.model.offline import format_table, run_experiment, unique_pairs
+from shared.model.two_tower_cli import add_two_tower_arguments, load_with_items, two_tower_config
+from shared.model.two_tower_offline import add_two_tower
 from shared.startup import load_settings
 
 
@@ -43,6 +44,11 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                           "(default: 10)")
     out.add_argument("--negatives-eval", type=int, default=99,
                      help="sampled negatives per held-out item (default: 99)")
+    out.add_argument("--two-tower", action="store_true",
+                     help="also train the two-tower cold-start model on the same pairs and "
+                          "report it with cold-item and cold-user slices of every model "
+                          "(item features from --items or MovieLens's item file beside --input)")
+    add_two_tower_arguments(p)
     out.add_argument("--report-dir", type=Path, default=Path("reports"),
                      help="folder for the JSON report (default: reports)")
     return p
@@ -56,11 +62,17 @@ def main(argv: list[str] | None = None) -> int:
         ks = tuple(sorted({int(k) for k in args.ks.split(",") if k.strip()}))
         if not ks or min(ks) < 1:
             raise ValueError("--ks needs positive integers")
-        frame, _ = load_source(args)
+        frame, items, _ = load_with_items(args)
         prefix, _ = chronological_split(frame, args.train_fraction)
         pairs = unique_pairs(prefix)
-        _, report = run_experiment(pairs, model_settings(args, settings), train_config(args),
-                                   ks=ks, n_negatives=args.negatives_eval)
+        trained, report = run_experiment(pairs, model_settings(args, settings),
+                                         train_config(args), ks=ks,
+                                         n_negatives=args.negatives_eval)
+        if args.two_tower:
+            metadata = ({str(r["item_id"]): r for r in items.to_dict("records")}
+                        if items is not None else {})
+            add_two_tower(report, trained, pairs, metadata, two_tower_config(args), ks,
+                          args.negatives_eval)
     except KeyboardInterrupt:
         print("evaluate_offline: interrupted", file=sys.stderr)
         return 130
@@ -71,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     report["train_fraction"] = args.train_fraction
     for k in ks:
         print(format_table(report, k))
+        for name, part in report.get("slices", {}).items():
+            print(f"{name}: " + ", ".join(f"{ranker} recall@{k} {m[f'recall@{k}']:.4f} "
+                                          f"(n={m['n']})" for ranker, m in part.items()))
     t = report["training"]
     print(f"GMF: {t['epochs_run']} epochs (best {t['best_epoch']}), training "
           f"{t['train_seconds']:.1f}s, evaluation {t['eval_seconds']:.2f}s")

@@ -14,11 +14,12 @@ from shared.config import ModelSettings, TrainerSettings
 from shared.data import SyntheticConfig, generate
 from shared.data.split import chronological_split
 from shared.evaluation import cold_start
-from shared.model.offline import split_for_evaluation, train, unique_pairs
+from shared.model.offline import run_experiment, split_for_evaluation, train, unique_pairs
 from shared.model.training import TrainConfig
 from shared.model.two_tower import TwoTowerConfig
 from shared.model.two_tower_cli import train_two_tower
 from shared.model.two_tower_features import FeatureSpace
+from shared.model.two_tower_offline import add_two_tower
 
 
 def test_earlier_counts_and_slices() -> None:
@@ -90,3 +91,20 @@ def test_replay_reports_every_ranker_overall_and_on_both_slices() -> None:
     first = cold_start.earlier_counts(frame["item_id"].astype(str))[len(prefix):]
     assert (first == 0).any()
     assert learner.events_learned == len(stream)
+
+
+def test_offline_evaluator_adds_two_tower_and_cold_slices() -> None:
+    frame, items = generate(SyntheticConfig(n_users=200, n_items=120, n_events=4000,
+                                            n_clusters=4, seed=4))
+    metadata = {str(r["item_id"]): r for r in items.to_dict("records")}
+    pairs = unique_pairs(frame)
+    trained, report = run_experiment(pairs, ModelSettings(embedding_dim=8, initial_capacity=64),
+                                     TrainConfig(epochs=2))
+    add_two_tower(report, trained, pairs, metadata, TwoTowerConfig(dim=8, hidden=16, epochs=2))
+    assert set(report["two_tower"]) == {"full", "sampled"}
+    assert report["two_tower"]["full"]["n"] == report["gmf"]["full"]["n"]
+    for part in report["slices"].values():
+        assert set(part) == {"gmf", "popularity", "two_tower"}
+    n_users = report["slices"]["cold_users"]["gmf"]["n"]
+    assert 0 < n_users <= report["gmf"]["full"]["n"]
+    assert report["training"]["two_tower"]["parameters"] > 0

@@ -161,7 +161,7 @@ def run_experiment(pairs: Pairs, settings: ModelSettings, config: TrainConfig,
 def format_table(report: dict[str, Any], k: int = 10) -> str:
     """A plain-text table of HR@k / NDCG@k / MRR per model and protocol."""
     lines = [f"{'model':<12}{'protocol':<10}{f'HR@{k}':>9}{f'NDCG@{k}':>9}{'MRR':>9}{'n':>8}"]
-    for name in ("gmf", "popularity"):
+    for name in (n for n in ("gmf", "popularity", "two_tower") if n in report):
         for protocol in ("full", "sampled"):
             m = report[name][protocol]
             lines.append(f"{name:<12}{protocol:<10}{m[f'hr@{k}']:>9.4f}{m[f'ndcg@{k}']:>9.4f}"
