@@ -7,30 +7,59 @@ Offline (no broker): the Learner is the same object the service drives from Kafk
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from services.incremental_trainer.learner import Learner, ModelState
 from services.incremental_trainer.offline import replay, summary, warm_start
+from services.incremental_trainer.sequential import SequentialLearner
 from shared.config import ModelSettings, TrainerSettings
 from shared.data.split import chronological_split
 from shared.data.synthetic import SyntheticConfig, generate
 from shared.model.isgd import ISGDParams, Tables, update_event
-from shared.model.offline import train, unique_pairs
+from shared.model.offline import Trained, train, unique_pairs
 from shared.model.training import TrainConfig
 
 
 @pytest.fixture(scope="module")
-def curve_and_learner() -> tuple[list[dict], Learner]:
+def stream_and_model() -> tuple[pd.DataFrame, pd.DataFrame, Trained]:
     frame, _ = generate(SyntheticConfig(n_users=400, n_items=250, n_events=12_000, seed=11))
     prefix, stream = chronological_split(frame, 0.6)
     pairs = unique_pairs(prefix)
     settings = ModelSettings(embedding_dim=32, initial_capacity=64, seed=3)
     trained = train(pairs, np.arange(len(pairs)), settings, TrainConfig(epochs=15, seed=3))
+    return prefix, stream, trained
+
+
+def _replayed(
+    stream_and_model: tuple[pd.DataFrame, pd.DataFrame, Trained],
+    kind: type[Learner],
+    batch_size: int,
+) -> tuple[list[dict], Learner]:
+    prefix, stream, trained = stream_and_model
+    trained = copy.deepcopy(trained)  # each learner moves its own copy of the rows
     state = ModelState(trained.model, trained.user_map, trained.item_map, "test", {}, True)
-    learner = Learner(state, TrainerSettings(eval_sample_rate=1.0, eval_window=10_000), 6 * 3600.0)
+    learner = kind(state, TrainerSettings(eval_sample_rate=1.0, eval_window=10_000), 6 * 3600.0)
     warm_start(learner, prefix)
-    return replay(learner, stream, batch_size=256), learner
+    return replay(learner, stream, batch_size=batch_size), learner
+
+
+@pytest.fixture(scope="module")
+def curve_and_learner(stream_and_model) -> tuple[list[dict], Learner]:
+    return _replayed(stream_and_model, Learner, 512)
+
+
+def test_micro_batches_keep_the_sequential_learners_recall(
+    stream_and_model, curve_and_learner
+) -> None:
+    """The vectorized learner (trainer's default batch of 512) against event-by-event ISGD."""
+    sequential = summary(_replayed(stream_and_model, SequentialLearner, 512)[0])
+    vectorized = summary(curve_and_learner[0])
+    assert sequential["tested"] > 1000 and vectorized["tested"] > 1000
+    assert vectorized["recall"] >= 0.97 * sequential["recall"], (vectorized, sequential)
 
 
 def test_beats_streaming_popularity_on_prequential_recall(curve_and_learner) -> None:

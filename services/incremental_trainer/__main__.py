@@ -35,14 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(SERVICE)
 
     # Imported after the settings are known good: torch alone takes seconds to import.
-    import torch
-
     from services.incremental_trainer.service import Trainer
     from shared.kafka import KafkaUnavailable
     from shared.logs import setup_logging
+    from shared.threads import one_math_thread
 
     setup_logging(SERVICE, settings.logging)
-    torch.set_num_threads(1)  # the update touches a few rows at a time: threads only add overhead
+    one_math_thread()  # the update touches a few rows at a time: threads only add overhead
     try:
         trainer = Trainer(settings)
     except KafkaUnavailable as exc:

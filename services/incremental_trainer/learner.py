@@ -8,7 +8,6 @@ publish it. That keeps the update testable without a broker and reusable by the 
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,16 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from services.incremental_trainer.popularity import StreamingPopularity, sample_rows, top_k
+from services.incremental_trainer.popularity import StreamingPopularity, sample_rows
 from services.incremental_trainer.prequential import PrequentialEvaluator
 from shared import snapshots
 from shared.config import ModelSettings, RedisSettings, TrainerSettings
 from shared.events import Interaction
 from shared.model.checkpoint import load_snapshot
-from shared.model.errors import ModelFitError
 from shared.model.gmf import GMF
 from shared.model.ids import HASH, HashIdMap, VocabIdMap, id_map_from_settings
-from shared.model.isgd import ISGDParams, Tables, event_scale, update_event
+from shared.model.isgd import ISGDParams, Tables, event_scale
+from shared.model.isgd_batch import model_scores, rank_hits, update_batch
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +36,13 @@ ITEMS = "items"
 # negatives) recall@10 0.149, 0.5 → 0.160, 0.25 → 0.176, 0 (uniform) → 0.190, popularity 0.098.
 # Popular negatives fight the very signal that predicts the next item, so the default is uniform.
 NEGATIVE_POWER = 0.0
+# Events learned per vectorized update (shared.model.isgd_batch): each chunk is scored and
+# stepped from the rows as they stood at its start, so a chunk much larger than the rows it
+# touches more than once goes stale. Measured on the synthetic stream of tests/
+# test_trainer_quality.py (400 users, 250 items): prequential recall@10 relative to the
+# sequential learner was -8.0% with chunks of 512, -1.7% with 256, +3.8% with 128 (noise: about
+# ±4% at 1,600 tests), and 128 costs about 10% of the learner's speed against 512.
+UPDATE_CHUNK = 128
 
 
 @dataclass
@@ -202,67 +208,138 @@ class Learner:
         return set(self.seen)
 
     # ------------------------------------------------------------------ learning
-    def _test(self, user_row: int, item_row: int) -> None:
-        n_items = self.n_item_rows
-        k = self.evaluator.k
-        exclude = self.seen.get(user_row, ())
-        model_top = top_k(self.tables.scores(user_row, n_items), k, exclude)
-        popular_top = self.popularity.top(k, exclude, n_items)
-        self.evaluator.record(
-            bool(np.any(model_top == item_row)), bool(np.any(popular_top == item_row))
-        )
-
     def learn(self, events: Sequence[Interaction]) -> BatchResult:
-        """Test-then-train over ``events`` in order; returns what changed."""
+        """Test, then train on ``events`` in chunks of :data:`UPDATE_CHUNK`; returns what changed.
+
+        The test-then-train rule of a chunk (the prequential contract): event ``e`` is tested
+        when it is sampled (``eval_sample_rate``), its user and its item both had rows before
+        the chunk, and its item is neither in the user's seen set before the chunk nor engaged
+        by the same user earlier in the chunk. Every tested event is scored against the model
+        and the streaming popularity **as they stood at the start of the chunk**, excluding the
+        user's seen items and the user's earlier items of the chunk; only then does the chunk's
+        update (``shared.model.isgd_batch``) touch any row. So no tested event is scored by a
+        model that has learned it, and chunks are learned in stream order.
+        """
         result = BatchResult()
         if not events:
             return result
+        for start in range(0, len(events), UPDATE_CHUNK):
+            self._learn_chunk(events[start : start + UPDATE_CHUNK], result)
+        self.events_learned += len(events)
+        self._express_popularity_at(result)
+        return result
+
+    def _learn_chunk(self, events: Sequence[Interaction], result: BatchResult) -> None:
+        n = len(events)
+        user_map, item_map = self.state.user_map, self.state.item_map
+        user_ids = [e.user_id for e in events]
+        item_ids = [e.item_id for e in events]
         k_neg = self.settings.negatives_per_positive
         n_items_start = self.n_item_rows
         cdf = self.popularity.sampler(n_items_start, NEGATIVE_POWER) if k_neg else None
-        negatives = (
-            sample_rows(cdf, n_items_start, (len(events), k_neg), self.rng) if k_neg else None
+        negatives = sample_rows(cdf, n_items_start, (n, k_neg), self.rng) if k_neg else None
+        draws = self.rng.random(n)
+
+        known_users = user_map.rows(user_ids, create=False)
+        known_items = item_map.rows(item_ids, create=False)
+        result.tested += self._test_batch(known_users, known_items, draws, n_items_start)
+
+        self._ensure_capacity(
+            USERS, _rows_needed(user_map, _new_ids(user_ids, known_users)), result
         )
-        draws = self.rng.random(len(events))
-        user_map, item_map = self.state.user_map, self.state.item_map
-        self._ensure_capacity(USERS, _rows_needed(user_map, (e.user_id for e in events)), result)
-        self._ensure_capacity(ITEMS, _rows_needed(item_map, (e.item_id for e in events)), result)
-        for e, event in enumerate(events):
-            user_known = user_map.row(event.user_id, create=False)
-            item_known = item_map.row(event.item_id, create=False)
-            if (
-                user_known is not None
-                and item_known is not None
-                and draws[e] < self.settings.eval_sample_rate
-                and item_known not in self.seen.get(user_known, ())
-            ):
-                self._test(user_known, item_known)
-                result.tested += 1
-            user_row = (
-                user_known if user_known is not None else self._user_row(event.user_id, result)
-            )
-            item_row = (
-                item_known if item_known is not None else self._item_row(event.item_id, result)
-            )
-            negs = () if negatives is None else negatives[e]
-            prob = update_event(
-                self.tables, user_row, item_row, event_scale(event.weight), self.params, negs
-            )
-            if not math.isfinite(prob):
-                raise ModelFitError(f"non-finite score for {event.user_id}/{event.item_id}")
-            added = self.popularity.bump(item_row, event.weight, event.ts)
-            self.seen[user_row].add(item_row)
-            result.user_events[event.user_id] = result.user_events.get(event.user_id, 0) + 1
-            result.item_rows.add(item_row)
-            result.item_rows.update(int(r) for r in negs)
-            result.seen.setdefault(event.user_id, []).append(event.item_id)
-            result.popularity[event.item_id] = result.popularity.get(event.item_id, 0.0) + added
-            result.ts_ms = max(result.ts_ms, event.ts)
-        self.events_learned += len(events)
-        # Popularity weights are relative to the in-process reference; express them at ts_ms.
+        self._ensure_capacity(
+            ITEMS, _rows_needed(item_map, _new_ids(item_ids, known_items)), result
+        )
+        user_rows = user_map.rows(user_ids, create=True)
+        item_rows = self._item_rows(item_ids, known_items)
+        scales = np.array([_event_scale(e.weight) for e in events], dtype=np.float32)
+        update_batch(self.tables, user_rows, item_rows, scales, self.params, negatives)
+
+        weights = np.array([e.weight for e in events], dtype=np.float64)
+        ts = np.array([e.ts for e in events], dtype=np.int64)
+        added = self.popularity.bump_many(item_rows, weights, ts).tolist()
+        seen = self.seen
+        user_events, seen_ids, popularity = result.user_events, result.seen, result.popularity
+        for user_id, item_id, user_row, item_row, amount in zip(
+            user_ids, item_ids, user_rows.tolist(), item_rows.tolist(), added, strict=True
+        ):
+            seen[user_row].add(item_row)
+            user_events[user_id] = user_events.get(user_id, 0) + 1
+            seen_ids.setdefault(user_id, []).append(item_id)
+            popularity[item_id] = popularity.get(item_id, 0.0) + amount
+        touched = item_rows if negatives is None else np.concatenate([item_rows, negatives.ravel()])
+        result.item_rows.update(np.unique(touched).tolist())
+        result.ts_ms = max(result.ts_ms, int(ts.max()))
+
+    def _express_popularity_at(self, result: BatchResult) -> None:
+        """Popularity weights are relative to the in-process reference; express them at ts_ms."""
         scale = 1.0 / self.popularity.factor(result.ts_ms)
         result.popularity = {i: w * scale for i, w in result.popularity.items()}
-        return result
+
+    def _item_rows(self, item_ids: list[str], known: np.ndarray) -> np.ndarray:
+        """Rows of ``item_ids``, creating the new ones (capacity must already suffice)."""
+        if np.all(known >= 0):
+            return known
+        rows = known.copy()
+        item_map = self.state.item_map
+        for e in np.flatnonzero(known < 0).tolist():
+            item_id = item_ids[e]
+            row = item_map.row(item_id, create=False)
+            if row is None:
+                row = item_map.row(item_id, create=True)
+                if item_map.mode == HASH:
+                    self._hash_rows[row].append(item_id)
+            rows[e] = row
+        return rows
+
+    def _test_batch(
+        self, users: np.ndarray, items: np.ndarray, draws: np.ndarray, n_items: int
+    ) -> int:
+        """Prequential test of the batch's sampled events, before any update (see learn)."""
+        rate = self.settings.eval_sample_rate
+        candidates = np.flatnonzero((users >= 0) & (items >= 0) & (draws < rate))
+        if candidates.size == 0:
+            return 0
+        earlier: dict[int, list[int]] = {}  # user row → items engaged earlier in the batch
+        first = int(candidates[0])
+        tests: list[tuple[int, int, list[int]]] = []
+        empty: set[int] = set()
+        for e, (user_row, item_row) in enumerate(zip(users.tolist(), items.tolist(), strict=True)):
+            if e < first or user_row < 0 or item_row < 0:
+                continue
+            before = earlier.setdefault(user_row, [])
+            if draws[e] < rate:
+                seen = self.seen.get(user_row, empty)
+                if item_row not in seen and item_row not in before:
+                    tests.append((user_row, item_row, [*seen, *before]))
+            before.append(item_row)
+        if not tests:
+            return 0
+        test_users = np.array([t[0] for t in tests], dtype=np.int64)
+        targets = np.array([t[1] for t in tests], dtype=np.int64)
+        exclude = [t[2] for t in tests]
+        k = self.evaluator.k
+        model = rank_hits(model_scores(self.tables, test_users, n_items), targets, k, exclude)
+        popular = rank_hits(self.popularity.ranking(n_items), targets, k, exclude)
+        for model_hit, popular_hit in zip(model.tolist(), popular.tolist(), strict=True):
+            self.evaluator.record(model_hit, popular_hit)
+        return len(tests)
+
+
+_SCALES: dict[float, float] = {}
+
+
+def _event_scale(weight: float) -> float:
+    """``event_scale`` memoised: a handful of distinct event weights, one log2 each."""
+    scale = _SCALES.get(weight)
+    if scale is None:
+        scale = _SCALES[weight] = event_scale(weight)
+    return scale
+
+
+def _new_ids(ids: list[str], known_rows: np.ndarray) -> list[str]:
+    """The ids whose row is -1 (not in the map)."""
+    return [ids[e] for e in np.flatnonzero(known_rows < 0).tolist()]
 
 
 def _rows_needed(id_map: VocabIdMap | HashIdMap, ids: Iterable[str]) -> int:

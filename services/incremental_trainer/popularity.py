@@ -60,6 +60,30 @@ class StreamingPopularity:
         self.scores[row] += added
         return added
 
+    def bump_many(self, rows: np.ndarray, weights: np.ndarray, ts_ms: np.ndarray) -> np.ndarray:
+        """:meth:`bump` for a batch of events (rows int (n,), weights (n,), event times (n,)).
+
+        Returns the amount added per event. The reference time is set (or rescaled) by the
+        batch's first and newest events, as if they had been bumped one by one.
+        """
+        if rows.size == 0:
+            return np.zeros(0)
+        self._ensure(int(rows.max()))
+        self.factor(int(ts_ms[0]))  # sets the reference on the very first event
+        self.factor(int(ts_ms.max()))  # rescales before the exponent gets large
+        assert self.ref_s is not None
+        half_lives = (ts_ms / 1000.0 - self.ref_s) / self.half_life_s
+        added = weights * np.exp2(np.maximum(half_lives, -_RESCALE_AFTER_HALF_LIVES))
+        np.add.at(self.scores, rows, added)
+        return added
+
+    def ranking(self, n_items: int) -> np.ndarray:
+        """Scores of rows ``0..n_items-1`` (rows never bumped score 0): float64 (n_items,)."""
+        out = np.zeros(n_items)
+        m = min(n_items, self.scores.shape[0])
+        out[:m] = self.scores[:m]
+        return out
+
     def load(self, rows: Iterable[int], scores: Iterable[float], ref_s: float) -> None:
         """Replace the state by ``scores`` (relative to ``ref_s``), e.g. read back from Redis."""
         self.scores[:] = 0.0

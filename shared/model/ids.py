@@ -81,6 +81,9 @@ class _SeenIds:
 
     def rows(self, ids: Iterable[str], create: bool = True) -> np.ndarray:
         """Rows of ``ids`` as int64 (n,); unseen ids are -1 when not ``create``."""
+        if not create:  # the trainer's per-batch lookup: one dict probe per id
+            get = self._rows.get
+            return np.fromiter((get(i, MISSING) for i in ids), dtype=np.int64)
         out = [self.row(i, create) for i in ids]
         return np.array([MISSING if r is None else r for r in out], dtype=np.int64)
 
