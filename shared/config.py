@@ -331,6 +331,14 @@ class TrainerSettings:
     eval_window: int = setting("TRAINER_EVAL_WINDOW", 2000, _parse_positive_int)
     snapshot_interval_s: float = setting("TRAINER_SNAPSHOT_INTERVAL_S", 30.0, _parse_positive_float)
     snapshots_kept: int = setting("TRAINER_SNAPSHOTS_KEPT", 3, _parse_positive_int)
+    # Item vectors moved by a batch are published coalesced: engaged-with items within this
+    # many ms (their freshness), items moved only as sampled negatives within the slower bound.
+    item_vectors_interval_ms: int = setting(
+        "TRAINER_ITEM_VECTORS_INTERVAL_MS", 200, _parse_positive_int
+    )
+    negative_vectors_interval_s: float = setting(
+        "TRAINER_NEGATIVE_VECTORS_INTERVAL_S", 5.0, _parse_positive_float
+    )
     # "" → <models_dir>/trainer_status.json; the heartbeat file ("" = none) is touched from
     # the poll loop, also while idle, for the container healthcheck.
     status_file: str = setting("TRAINER_STATUS_FILE", "", str)

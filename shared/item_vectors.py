@@ -40,6 +40,16 @@ def encode_value(vector: np.ndarray, model_version: str) -> bytes:
     return _HEADER.pack(MAGIC, len(version)) + version + body
 
 
+def encode_values(vectors: np.ndarray, model_version: str) -> list[bytes]:
+    """:func:`encode_value` of each row of float32 ``vectors`` (n, dim), header built once."""
+    version = model_version.encode("utf-8")
+    header = _HEADER.pack(MAGIC, len(version)) + version
+    body = np.ascontiguousarray(vectors, dtype="<f4")
+    width = body.shape[1] * 4 if body.ndim == 2 else 0
+    raw = body.tobytes()
+    return [header + raw[start : start + width] for start in range(0, len(raw), width or 1)]
+
+
 def decode(key: bytes | None, value: bytes | None) -> ItemVectorUpdate:
     """Decode one message; raises VectorDecodeError on anything malformed."""
     if not key:

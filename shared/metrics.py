@@ -46,6 +46,12 @@ _SPECS = [
     MetricSpec("trainer.dlq", "counter", "malformed records sent to the dead-letter topic"),
     MetricSpec("trainer.publish_ms", "timer", "time to publish one batch's vectors and state"),
     MetricSpec("trainer.snapshot_ms", "timer", "time to write one snapshot"),
+    MetricSpec(
+        "trainer.stage_ms.{stage}",
+        "timer",
+        "one batch's time in a stage (consume, evaluate, learn, redis, item_vectors)",
+    ),
+    MetricSpec("trainer.users_backlog", "gauge", "user vectors not yet written to MongoDB"),
     MetricSpec("trainer.freshness_ms", "timer", "event timestamp to its vectors being published"),
     # faiss_app
     MetricSpec("faiss.search_ms", "timer", "time to answer one /v1/search batch"),

@@ -8,10 +8,12 @@ publish it. That keeps the update testable without a broker and reusable by the 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +57,7 @@ class ModelState:
     version: str
     offsets: dict[str, dict[str, int]]
     loaded_from_snapshot: bool
+    metrics: dict[str, Any] = field(default_factory=dict)  # the snapshot manifest's "metrics"
 
     @classmethod
     def load_or_create(cls, settings: ModelSettings) -> ModelState:
@@ -90,7 +93,16 @@ class ModelState:
         offsets = {
             t: {str(p): int(o) for p, o in parts.items()} for t, parts in snap.offsets.items()
         }
-        return cls(snap.model, snap.user_map, snap.item_map, snap.version, offsets, True)
+        metrics = snap.manifest.get("metrics")
+        return cls(
+            snap.model,
+            snap.user_map,
+            snap.item_map,
+            snap.version,
+            offsets,
+            True,
+            dict(metrics) if isinstance(metrics, dict) else {},
+        )
 
 
 @dataclass
@@ -106,11 +118,13 @@ class BatchResult:
 
     user_events: dict[str, int] = field(default_factory=dict)  # user id → events learned
     item_rows: set[int] = field(default_factory=set)  # rows whose serving vector moved
+    positive_rows: set[int] = field(default_factory=set)  # item rows engaged with (a subset)
     seen: dict[str, list[str]] = field(default_factory=dict)  # user id → items, oldest first
     popularity: dict[str, float] = field(default_factory=dict)  # item id → weight at ts_ms
     ts_ms: int = 0  # newest event time of the batch
     growths: list[Growth] = field(default_factory=list)
     tested: int = 0
+    evaluate_s: float = 0.0  # seconds of the batch spent on the prequential test
 
 
 class Learner:
@@ -242,7 +256,9 @@ class Learner:
 
         known_users = user_map.rows(user_ids, create=False)
         known_items = item_map.rows(item_ids, create=False)
+        started = time.perf_counter()
         result.tested += self._test_batch(known_users, known_items, draws, n_items_start)
+        result.evaluate_s += time.perf_counter() - started
 
         self._ensure_capacity(
             USERS, _rows_needed(user_map, _new_ids(user_ids, known_users)), result
@@ -269,6 +285,7 @@ class Learner:
             popularity[item_id] = popularity.get(item_id, 0.0) + amount
         touched = item_rows if negatives is None else np.concatenate([item_rows, negatives.ravel()])
         result.item_rows.update(np.unique(touched).tolist())
+        result.positive_rows.update(np.unique(item_rows).tolist())
         result.ts_ms = max(result.ts_ms, int(ts.max()))
 
     def _express_popularity_at(self, result: BatchResult) -> None:

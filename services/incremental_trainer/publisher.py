@@ -1,4 +1,4 @@
-"""Publishing one micro-batch's effects: MongoDB query vectors, item vectors on Kafka, Redis.
+"""Publishing the trainer's outputs: item vectors on Kafka, Redis state (MongoDB: user_writer).
 
 Item vectors go to the compacted ``item-vectors`` topic keyed by item id. Delivery reports
 are tracked per partition, so a snapshot can record the next offset *after* the last vector
@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import cast
 
 import numpy as np
 import redis
 from confluent_kafka import KafkaError, Message, Producer
-from pymongo.database import Database
 
 from shared.config import RedisSettings
-from shared.item_vectors import encode_value
+from shared.item_vectors import encode_values
 from shared.kafka import flush_or_raise, produce_blocking
-from shared.storage import mongo, redis_store
+from shared.storage import redis_store
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +47,21 @@ class VectorPublisher:
             if part is not None and offset is not None and offset >= 0:
                 self.delivered[part] = max(self.delivered.get(part, 0), offset + 1)
 
-    def publish(self, items: Iterable[tuple[str, np.ndarray]], model_version: str) -> int:
-        """Queue ``(item_id, serving vector float32 (serving_dim,))`` pairs; returns the count."""
-        count = 0
-        for item_id, vector in items:
-            produce_blocking(
-                self._producer,
-                self._topic,
-                item_id.encode("utf-8"),
-                encode_value(vector, model_version),
-                self._on_delivery,
-            )
-            count += 1
+    def publish(self, item_ids: Sequence[str], vectors: np.ndarray, model_version: str) -> int:
+        """Queue one message per item: ``vectors`` float32 (n, serving_dim) in ``item_ids`` order.
+
+        The values are encoded in one pass (``encode_values``); what remains per message is the
+        librdkafka ``produce`` call and its delivery report.
+        """
+        produce, topic, on_delivery = self._producer.produce, self._topic, self._on_delivery
+        for item_id, value in zip(item_ids, encode_values(vectors, model_version), strict=True):
+            try:
+                produce(topic, key=item_id, value=value, on_delivery=on_delivery)
+            except BufferError:  # local queue full: serve delivery reports, then wait it out
+                produce_blocking(self._producer, topic, item_id, value, on_delivery)
         self._producer.poll(0)
-        self.sent += count
-        return count
+        self.sent += len(item_ids)
+        return len(item_ids)
 
     def delete(self, item_ids: Sequence[str]) -> int:
         """Queue tombstones (value None: faiss_app drops the item); returns the count."""
@@ -86,16 +86,51 @@ class VectorPublisher:
             return {str(p): o for p, o in sorted(self.delivered.items())}
 
 
-class StatePublisher:
-    """MongoDB user vectors and Redis seen lists and popularity, written synchronously."""
+class PendingItemRows:
+    """Item rows whose serving vector moved and is not published yet, coalesced over batches.
 
-    def __init__(self, db: Database, r: redis.Redis, settings: RedisSettings) -> None:
-        self._db = db
+    Rows engaged with (positives, new items) are due every ``positive_interval_s``: that is
+    what freshness of a new or rising item means. Rows moved only as sampled negatives take a
+    small step each; they are due every ``negative_interval_s``, so that a batch's
+    ``k × events`` negatives do not cost ``k`` messages per event. Either way a row is published
+    once per interval however many batches moved it.
+    """
+
+    def __init__(self, positive_interval_s: float, negative_interval_s: float) -> None:
+        self.positive_interval_s = positive_interval_s
+        self.negative_interval_s = negative_interval_s
+        self._positive: set[int] = set()
+        self._negative: set[int] = set()
+        self._positive_at = self._negative_at = time.monotonic()
+
+    def add(self, positive_rows: Iterable[int], moved_rows: Iterable[int]) -> None:
+        self._positive.update(positive_rows)
+        self._negative.update(moved_rows)
+
+    def __len__(self) -> int:
+        return len(self._positive | self._negative)
+
+    def due(self, now: float | None = None, everything: bool = False) -> list[int]:
+        """Rows to publish now (and forget), sorted."""
+        now = time.monotonic() if now is None else now
+        rows: set[int] = set()
+        if everything or now - self._negative_at >= self.negative_interval_s:
+            rows, self._negative = self._negative, set()
+            self._negative_at = now
+        if everything or rows or now - self._positive_at >= self.positive_interval_s:
+            rows |= self._positive
+            self._positive = set()
+            self._positive_at = now
+        self._negative -= rows
+        return sorted(rows)
+
+
+class StatePublisher:
+    """Redis seen lists and popularity: one pipeline (one round trip) per batch."""
+
+    def __init__(self, r: redis.Redis, settings: RedisSettings) -> None:
         self._redis = r
         self._settings = settings
-
-    def users(self, rows: Iterable[tuple[str, np.ndarray, int]], model_version: str) -> int:
-        return mongo.upsert_user_vectors(self._db, rows, model_version)
 
     def redis(
         self,
@@ -104,13 +139,11 @@ class StatePublisher:
         ts_ms: int,
         query_vectors: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        """Seen lists with the users' query vectors beside them (one pipeline), popularity."""
-        redis_store.push_seen(
-            self._redis, seen, self._settings.seen_list_length, query_vectors
-        )
-        redis_store.bump_popularity(
-            self._redis, popularity, ts_ms, self._settings.popularity_half_life_s
-        )
+        """Seen lists with the users' query vectors beside them, popularity: one pipeline."""
+        pipe = self._redis.pipeline(transaction=False)
+        redis_store.queue_seen(pipe, seen, self._settings.seen_list_length, query_vectors)
+        redis_store.queue_popularity(pipe, popularity, ts_ms, self._settings.popularity_half_life_s)
+        pipe.execute()
 
     def load_seen(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
         """Seen lists of ``user_ids`` in one round trip (newest first)."""

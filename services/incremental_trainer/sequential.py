@@ -79,6 +79,7 @@ class SequentialLearner(Learner):
             self.seen[user_row].add(item_row)
             result.user_events[event.user_id] = result.user_events.get(event.user_id, 0) + 1
             result.item_rows.add(item_row)
+            result.positive_rows.add(item_row)
             result.item_rows.update(int(r) for r in negs)
             result.seen.setdefault(event.user_id, []).append(event.item_id)
             result.popularity[event.item_id] = result.popularity.get(event.item_id, 0.0) + added

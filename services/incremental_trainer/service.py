@@ -3,8 +3,10 @@
 Durability protocol (at-least-once, "commit at snapshot time"):
 
 1. Each micro-batch is validated (malformed → ``interactions.dlq``), evaluated then learned
-   (:class:`Learner`), and its effects are published at once: changed users' query vectors
-   to MongoDB, changed item vectors to ``item-vectors``, seen lists and popularity to Redis.
+   (:class:`Learner`), and its effects are published: seen lists and popularity to Redis in
+   one pipeline; changed users' query vectors to MongoDB through the coalescing write-behind
+   (:mod:`user_writer`, off the consume path); changed item vectors to ``item-vectors``,
+   coalesced and produced when due (engaged items within ``item_vectors_interval_ms``).
    Nothing is committed to Kafka yet: the only durable copy of the model is the last snapshot.
 2. Every ``snapshot_interval_s`` (and on SIGTERM/SIGINT, on partition revocation and at the
    end), the producer is flushed (vectors and dead letters acknowledged), a snapshot is written
@@ -34,6 +36,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +45,13 @@ from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 from confluent_kafka import Consumer as KafkaConsumer
 
 from services.incremental_trainer.learner import ITEMS, USERS, BatchResult, Learner
-from services.incremental_trainer.publisher import StatePublisher, VectorPublisher
+from services.incremental_trainer.publisher import (
+    PendingItemRows,
+    StatePublisher,
+    VectorPublisher,
+)
 from services.incremental_trainer.status import StatusFile
+from services.incremental_trainer.user_writer import UserVectorWriter
 from shared.config import Settings
 from shared.deleted_items import DeletedItems
 from shared.events import InvalidEvent, parse
@@ -65,6 +73,12 @@ log = logging.getLogger(__name__)
 INTERACTIONS = "interactions"
 ITEM_VECTORS = "item-vectors"
 STATUS_EVERY_S = 1.0
+# Where a batch's time goes (Trainer.stage_s); MongoDB is the write-behind thread's busy time.
+STAGES = ("consume", "evaluate", "learn", "redis", "item_vectors")
+# Manifest metric: MongoDB users owed writes when the snapshot was taken (restart catches up).
+USERS_BEHIND = "mongo_users_behind"
+USERS_FLUSH_TIMEOUT_S = 20.0
+CATCH_UP_CHUNK = 10_000
 LAG_EVERY_S = 2.0
 
 
@@ -76,16 +90,24 @@ class _TickingConsumer:
     """Delegates ``consume`` to the real consumer after calling ``tick`` (heartbeat, idle work).
 
     ``poll_batches`` calls ``consume`` in every loop turn, also when the topic is idle, so the
-    tick proves the loop is alive and lets idle time be used for a pending snapshot.
+    tick proves the loop is alive and lets idle time be used for a pending snapshot. The time
+    spent in ``consume`` while messages arrive is the Kafka share of the work (``stage_s``).
     """
 
-    def __init__(self, consumer: KafkaConsumer, tick: Callable[[], None]) -> None:
+    def __init__(
+        self, consumer: KafkaConsumer, tick: Callable[[], None], stage_s: dict[str, float]
+    ) -> None:
         self._consumer = consumer
         self._tick = tick
+        self._stage_s = stage_s
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
         self._tick()
-        return self._consumer.consume(num_messages=num_messages, timeout=timeout)
+        started = time.perf_counter()
+        messages = self._consumer.consume(num_messages=num_messages, timeout=timeout)
+        if messages:
+            self._stage_s["consume"] += time.perf_counter() - started
+        return messages
 
 
 class Trainer:
@@ -135,9 +157,16 @@ class Trainer:
             self.producer, kafka.item_vectors_topic, kafka.delivery_timeout_ms / 1000.0 + 5.0
         )
         db, r = mongo.connect(settings.mongo), redis_store.connect(settings.redis)
-        self.state = StatePublisher(db, r, settings.redis)
+        self.state = StatePublisher(r, settings.redis)
         # Events for deleted items are not learned from (shared/deleted_items.py).
         self.deleted = DeletedItems(r, db, settings.catalogue.deleted_refresh_s)
+        self.users = UserVectorWriter(partial(mongo.upsert_user_vectors, db))
+        self.pending_items = PendingItemRows(
+            settings.trainer.item_vectors_interval_ms / 1000.0,
+            settings.trainer.negative_vectors_interval_s,
+        )
+        # Seconds per stage since start: where a batch's time goes (bench_trainer reports it).
+        self.stage_s: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self.consumer = make_consumer(kafka, kafka.trainer_group_id)
         status_path = settings.trainer.status_file or str(self.models_dir / "trainer_status.json")
         self.status = StatusFile(Path(status_path))
@@ -165,6 +194,7 @@ class Trainer:
         self.started_at = clock()
         self._known_users: set[str] = set()
         self._seed_popularity()
+        self._catch_up_users()
 
     # ------------------------------------------------------------------ start-up
     def _seed_popularity(self) -> None:
@@ -181,6 +211,22 @@ class Trainer:
         known = [(r, s) for r, s in pairs if r is not None]
         self.learner.popularity.load([r for r, _ in known], [s for _, s in known], ref)
         log.info("popularity seeded from Redis with %d items", len(known))
+
+    def _catch_up_users(self) -> None:
+        """Rewrite MongoDB ``users`` from the model if the snapshot was taken with writes owed."""
+        state = self.learner.state
+        if not state.metrics.get(USERS_BEHIND):
+            return
+        user_ids = state.user_map.ids
+        log.info(
+            "snapshot %s was taken with user writes owed: rewriting %d users in the background",
+            state.version,
+            len(user_ids),
+        )
+        for start in range(0, len(user_ids), CATCH_UP_CHUNK):
+            chunk = user_ids[start : start + CATCH_UP_CHUNK]
+            queries = state.model.query_vectors(state.user_map.rows(chunk, create=False))
+            self.users.catch_up(zip(chunk, queries, strict=True), state.version)
 
     # ------------------------------------------------------------------ rebalance
     def _on_assign(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
@@ -225,7 +271,7 @@ class Trainer:
         log.info("trainer consuming %s as %s", self.topic, self.settings.kafka.trainer_group_id)
         try:
             batches = poll_batches(
-                _TickingConsumer(self.consumer, self._tick),  # type: ignore[arg-type]
+                _TickingConsumer(self.consumer, self._tick, self.stage_s),  # type: ignore[arg-type]
                 trainer.batch_max_events,
                 trainer.batch_max_ms / 1000.0,
                 self.stop,
@@ -234,11 +280,19 @@ class Trainer:
                 self.process(batch)
                 if time.monotonic() - self.last_snapshot_at >= trainer.snapshot_interval_s:
                     self.snapshot("interval")
-            if self.dirty:
+            if not self.users.flush(USERS_FLUSH_TIMEOUT_S):
+                log.warning(
+                    "MongoDB users still behind after %.0f s: the next start catches up",
+                    USERS_FLUSH_TIMEOUT_S,
+                )
+            if self.dirty or self.users.behind != bool(
+                self.learner.state.metrics.get(USERS_BEHIND)
+            ):
                 self.snapshot("shutdown")
         finally:
             self.write_status("stopped")
             self.consumer.close()
+            self.users.close(timeout_s=0)
             log.info("trainer stopped after %d events", self.counters["events"])
 
     @property
@@ -283,9 +337,15 @@ class Trainer:
             kind, stamp = msg.timestamp()
             produced_ms.append(stamp if kind and stamp > 0 else event.ts)
 
+        stage_s = self.stage_s
+        seen_started = time.perf_counter()
         self._load_seen([e.user_id for e in events])
+        learn_started = time.perf_counter()
+        stage_s["redis"] += learn_started - seen_started
         result = self.learner.learn(events)
         publish_started = time.perf_counter()
+        stage_s["evaluate"] += result.evaluate_s
+        stage_s["learn"] += publish_started - learn_started - result.evaluate_s
         self.publish(result)
         done_ms = self.clock() * 1000.0
         self.positions.update(new_positions)
@@ -296,6 +356,7 @@ class Trainer:
         self.metrics.incr("trainer.events", len(events))
         self.metrics.gauge("trainer.batch_size", len(events))
         self.metrics.timing("trainer.publish_ms", (time.perf_counter() - publish_started) * 1000)
+        self.metrics.gauge("trainer.users_backlog", self.users.backlog)
         if produced_ms:
             self.freshness_ms = max(0.0, done_ms - min(produced_ms))
             self.metrics.timing("trainer.freshness_ms", self.freshness_ms)
@@ -325,32 +386,45 @@ class Trainer:
             self.learner.remember_seen(user_id, items)
 
     def publish(self, result: BatchResult) -> None:
-        """Write the batch's changed vectors and Redis state (synchronously, except Kafka)."""
+        """Hand the batch's effects to the outputs; only Redis is written before returning.
+
+        Users' query vectors go to the MongoDB write-behind (:class:`UserVectorWriter`), moved
+        item rows join the coalesced set that :meth:`publish_items` sends when due, and the
+        Redis state (seen lists, popularity) is one pipeline.
+        """
         state = self.learner.state
-        model, version = state.model, state.version
-        if result.item_rows:
-            pairs = self.learner.item_ids_of_rows(sorted(result.item_rows))
-            if pairs:
-                vectors = model.item_vectors(np.array([r for _, r in pairs], dtype=np.int64))
-                self.vectors.publish(
-                    ((i, v) for (i, _), v in zip(pairs, vectors, strict=True)), version
-                )
+        self.pending_items.add(result.positive_rows, result.item_rows)
+        self.publish_items()
         if result.user_events:
             user_ids = list(result.user_events)
-            rows = state.user_map.rows(user_ids, create=False)
-            queries = model.query_vectors(rows)
-            self.state.users(
+            queries = state.model.query_vectors(state.user_map.rows(user_ids, create=False))
+            self.users.put(
                 ((u, q, result.user_events[u]) for u, q in zip(user_ids, queries, strict=True)),
-                version,
+                state.version,
             )
+            started = time.perf_counter()
             by_user = dict(zip(user_ids, queries, strict=True))
             self.state.redis(result.seen, result.popularity, result.ts_ms, by_user)
-        self.producer.poll(0)
+            self.stage_s["redis"] += time.perf_counter() - started
+
+    def publish_items(self, everything: bool = False) -> int:
+        """Produce the item vectors that are due (all pending ones if ``everything``)."""
+        rows = self.pending_items.due(everything=everything)
+        if not rows:
+            return 0
+        started = time.perf_counter()
+        pairs = self.learner.item_ids_of_rows(rows)
+        model, version = self.learner.state.model, self.learner.state.version
+        vectors = model.item_vectors(np.array([r for _, r in pairs], dtype=np.int64))
+        count = self.vectors.publish([i for i, _ in pairs], vectors, version)
+        self.stage_s["item_vectors"] += time.perf_counter() - started
+        return count
 
     # ------------------------------------------------------------------ durability
     def snapshot(self, reason: str) -> str:
         """Flush, write a snapshot with the offsets it reflects, then commit those offsets."""
         started = time.perf_counter()
+        self.publish_items(everything=True)
         delivered = self.vectors.flush()  # raises if a vector or a dead letter was not acked
         if self.dead_letters.failures:
             raise RuntimeError(f"{self.dead_letters.failures} dead-letter deliveries failed")
@@ -366,10 +440,15 @@ class Trainer:
                 INTERACTIONS: {str(p): o for p, o in sorted(positions.items())},
                 ITEM_VECTORS: vector_offsets,
             },
-            metrics={"prequential": self.learner.evaluator.figures().as_dict(), "reason": reason},
+            metrics={
+                "prequential": self.learner.evaluator.figures().as_dict(),
+                "reason": reason,
+                USERS_BEHIND: self.users.behind,
+            },
             keep=self.settings.trainer.snapshots_kept,
         )
         state.version = version
+        state.metrics[USERS_BEHIND] = self.users.behind
         self.snapshot_positions = positions
         self.commit(positions)
         self.last_snapshot_at = time.monotonic()
@@ -446,6 +525,8 @@ class Trainer:
             "lag": self.lag,
             "freshness_ms": self.freshness_ms,
             "prequential": self.learner.evaluator.figures().as_dict(),
+            "users_backlog": self.users.backlog,
+            "stage_s": {k: round(v, 3) for k, v in self.stage_s.items()},
         }
 
     def write_status(self, state: str) -> None:

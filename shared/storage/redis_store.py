@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import numpy as np
 import redis
+from redis.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
 from shared.config import RedisSettings
@@ -85,33 +86,50 @@ def get_item_metadata(r: redis.Redis, item_ids: Sequence[str]) -> dict[str, dict
     return {i: h for i, h in zip(item_ids, pipe.execute(), strict=True) if h}
 
 
+# Decayed increments computed where the reference lives: one round trip, atomic, and right when
+# several trainers bump the same set (a client-side copy of the reference would go stale when
+# another one rescales). KEYS: popular, its reference time. ARGV: now (s), half-life (s), the
+# rescale threshold in half-lives, then item, weight pairs.
+_BUMP_POPULARITY = """
+local ref = tonumber(redis.call('GET', KEYS[2]))
+local now = tonumber(ARGV[1])
+local half_life = tonumber(ARGV[2])
+if not ref then
+  ref = now
+  redis.call('SET', KEYS[2], ARGV[1])
+end
+local half_lives = (now - ref) / half_life
+if half_lives > tonumber(ARGV[3]) then
+  redis.call('ZUNIONSTORE', KEYS[1], 1, KEYS[1], 'WEIGHTS', tostring(2 ^ (-half_lives)))
+  redis.call('SET', KEYS[2], ARGV[1])
+  half_lives = 0
+end
+local factor = 2 ^ math.max(half_lives, -tonumber(ARGV[3]))
+for n = 4, #ARGV, 2 do
+  redis.call('ZINCRBY', KEYS[1], tostring(tonumber(ARGV[n + 1]) * factor), ARGV[n])
+end
+return #ARGV / 2 - 1
+"""
+
+
+def queue_popularity(
+    pipe: Pipeline, weights: Mapping[str, float], ts_ms: int, half_life_s: float
+) -> None:
+    """Queue on ``pipe`` the decayed popularity bump of :func:`bump_popularity`."""
+    if not weights:
+        return
+    args: list[EncodableT] = [repr(ts_ms / 1000.0), repr(half_life_s), _RESCALE_AFTER_HALF_LIVES]
+    for item_id, weight in weights.items():
+        args.extend((item_id, repr(float(weight))))
+    pipe.eval(_BUMP_POPULARITY, 2, POPULAR_KEY, POPULAR_REF_KEY, *args)
+
+
 def bump_popularity(
     r: redis.Redis, weights: Mapping[str, float], ts_ms: int, half_life_s: float
 ) -> None:
     """Add decayed weight to each item's popularity as of event time ``ts_ms``."""
-    if not weights:
-        return
-    now_s = ts_ms / 1000.0
-    ref_raw = r.get(POPULAR_REF_KEY)
-    ref = float(ref_raw) if ref_raw is not None else now_s
-    if ref_raw is None:
-        r.set(POPULAR_REF_KEY, repr(ref))
-    half_lives = (now_s - ref) / half_life_s
-    if half_lives > _RESCALE_AFTER_HALF_LIVES:
-        _rescale(r, ref, now_s, half_life_s)
-        ref, half_lives = now_s, 0.0
-    factor = 2.0 ** max(half_lives, -_RESCALE_AFTER_HALF_LIVES)
     pipe = r.pipeline(transaction=False)
-    for item_id, weight in weights.items():
-        pipe.zincrby(POPULAR_KEY, weight * factor, item_id)
-    pipe.execute()
-
-
-def _rescale(r: redis.Redis, old_ref: float, new_ref: float, half_life_s: float) -> None:
-    shrink = 2.0 ** (-(new_ref - old_ref) / half_life_s)
-    pipe = r.pipeline(transaction=True)
-    pipe.zunionstore(POPULAR_KEY, {POPULAR_KEY: shrink})
-    pipe.set(POPULAR_REF_KEY, repr(new_ref))
+    queue_popularity(pipe, weights, ts_ms, half_life_s)
     pipe.execute()
 
 
@@ -124,6 +142,21 @@ def top_popular(r: redis.Redis, k: int, exclude: Iterable[str] = ()) -> list[tup
         "list[tuple[str, float]]", r.zrevrange(POPULAR_KEY, 0, wanted - 1, withscores=True)
     )
     return [(item, score) for item, score in ranked if item not in excluded][:k]
+
+
+def queue_seen(
+    pipe: Pipeline,
+    user_items: Mapping[str, Sequence[str]],
+    cap: int,
+    query_vectors: Mapping[str, np.ndarray] | None = None,
+) -> None:
+    """Queue on ``pipe`` what :func:`push_seen` does."""
+    for user_id, items in user_items.items():
+        if items:
+            pipe.lpush(seen_key(user_id), *items)
+            pipe.ltrim(seen_key(user_id), 0, cap - 1)
+    for user_id, vector in (query_vectors or {}).items():
+        pipe.set(query_key(user_id), encode_query_vector(vector))
 
 
 def push_seen(
@@ -139,12 +172,7 @@ def push_seen(
     (:func:`get_user_state`); MongoDB keeps the durable copy of the vectors.
     """
     pipe = r.pipeline(transaction=False)
-    for user_id, items in user_items.items():
-        if items:
-            pipe.lpush(seen_key(user_id), *items)
-            pipe.ltrim(seen_key(user_id), 0, cap - 1)
-    for user_id, vector in (query_vectors or {}).items():
-        pipe.set(query_key(user_id), encode_query_vector(vector))
+    queue_seen(pipe, user_items, cap, query_vectors)
     pipe.execute()
 
 

@@ -1,0 +1,169 @@
+"""MongoDB ``users`` written behind the consume loop, coalesced per user.
+
+MongoDB ``users`` is a serving copy of the model's user rows, not the trainer's durable state
+(that is the snapshot with the offsets it reflects). So the consume loop only hands each
+batch's query vectors to :class:`UserVectorWriter` (a dict update) and a background thread
+writes them with one unordered bulk upsert per round, newest vector per user, events summed:
+a user touched by ten batches while a round was in flight costs one write. How fast the store
+upserts sets how stale ``users`` may get, never how fast the trainer learns.
+
+Guarantees (docs/CONTRACTS.md, "Trainer outputs"):
+
+- :meth:`UserVectorWriter.flush` returns once everything handed over so far is written (a clean
+  stop flushes before its final snapshot);
+- :attr:`UserVectorWriter.behind` says whether something handed over is not written yet; the
+  trainer records it in each snapshot, and a process that starts from a snapshot taken while
+  the writer was behind rewrites every user of that snapshot (:meth:`catch_up`); users learned
+  after the snapshot are rewritten anyway when their events are replayed;
+- a failed round is retried after a pause, merged under anything newer; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Upserts per bulk_write: bounds one round's duration so flush and stop stay responsive.
+ROUND_SIZE = 2000
+RETRY_PAUSE_S = 1.0
+
+UpsertUsers = Callable[[Iterable[tuple[str, np.ndarray, int]], str], int]
+
+
+@dataclass
+class _Pending:
+    vector: np.ndarray
+    events: int
+    version: str
+
+
+class UserVectorWriter:
+    """Coalescing write-behind of ``(user_id, query vector, events added)`` to MongoDB.
+
+    Parameters
+    ----------
+    upsert : callable
+        ``upsert(rows, model_version)``: ``shared.storage.mongo.upsert_user_vectors`` bound to
+        a database.
+    """
+
+    def __init__(self, upsert: UpsertUsers) -> None:
+        self._upsert = upsert
+        self._pending: dict[str, _Pending] = {}
+        self._in_flight = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self.written = 0
+        self.failures = 0
+        self.busy_s = 0.0  # seconds spent in bulk writes (the MongoDB share of the work)
+        self._thread = threading.Thread(target=self._run, name="users-writer", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ the consume side
+    def put(self, users: Iterable[tuple[str, np.ndarray, int]], model_version: str) -> None:
+        """Hand over the newest query vector of each user (and how many events it learned)."""
+        with self._cond:
+            pending = self._pending
+            for user_id, vector, events in users:
+                old = pending.get(user_id)
+                if old is None:
+                    pending[user_id] = _Pending(vector, events, model_version)
+                else:
+                    old.vector, old.version = vector, model_version
+                    old.events += events
+            self._cond.notify()
+
+    def catch_up(self, users: Iterable[tuple[str, np.ndarray]], model_version: str) -> None:
+        """Rewrite users whose stored vector may lag the model (no events counted)."""
+        self.put(((u, v, 0) for u, v in users), model_version)
+
+    @property
+    def backlog(self) -> int:
+        """Users handed over and not written yet."""
+        with self._cond:
+            return len(self._pending) + self._in_flight
+
+    @property
+    def behind(self) -> bool:
+        return self.backlog > 0
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until everything handed over so far is written; False on timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cond:
+            while self._pending or self._in_flight:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def close(self, timeout_s: float | None = None) -> bool:
+        """Flush, then stop the thread; returns whether everything was written."""
+        flushed = self.flush(timeout_s)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5.0)
+        return flushed
+
+    # ------------------------------------------------------------------ the writer thread
+    def _take_round(self) -> dict[str, _Pending] | None:
+        with self._cond:
+            while not self._pending and not self._closed:
+                self._cond.wait()
+            if not self._pending:
+                return None
+            if len(self._pending) <= ROUND_SIZE:
+                batch, self._pending = self._pending, {}
+            else:
+                keys = list(self._pending)[:ROUND_SIZE]
+                batch = {k: self._pending.pop(k) for k in keys}
+            self._in_flight = len(batch)
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_round()
+            if batch is None:
+                return
+            started = time.perf_counter()
+            try:
+                by_version: dict[str, list[tuple[str, np.ndarray, int]]] = {}
+                for user_id, item in batch.items():
+                    by_version.setdefault(item.version, []).append(
+                        (user_id, item.vector, item.events)
+                    )
+                for version, rows in by_version.items():
+                    self._upsert(rows, version)
+            except Exception as exc:  # noqa: BLE001 - the store may be down for a while
+                self.failures += 1
+                log.warning("writing %d user vectors failed (will retry): %s", len(batch), exc)
+                self._requeue(batch)
+                time.sleep(RETRY_PAUSE_S)
+                continue
+            finally:
+                self.busy_s += time.perf_counter() - started
+            with self._cond:
+                self.written += len(batch)
+                self._in_flight = 0
+                self._cond.notify_all()
+
+    def _requeue(self, batch: dict[str, _Pending]) -> None:
+        """Put a failed round back under anything newer handed over meanwhile."""
+        with self._cond:
+            for user_id, item in batch.items():
+                newer = self._pending.get(user_id)
+                if newer is None:
+                    self._pending[user_id] = item
+                else:
+                    newer.events += item.events
+            self._in_flight = 0
+            self._cond.notify_all()

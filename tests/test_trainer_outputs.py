@@ -1,0 +1,80 @@
+"""The trainer's output buffers: MongoDB write-behind and coalesced item-vector rows."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from services.incremental_trainer.publisher import PendingItemRows
+from services.incremental_trainer.user_writer import UserVectorWriter
+
+
+class _Store:
+    """Records bulk upserts; blocks while ``gate`` is clear; fails ``fail`` times first."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.rounds: list[dict[str, tuple[float, int, str]]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail = fail
+
+    def __call__(self, rows, version: str) -> int:
+        self.gate.wait(5)
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("store down")
+        written = {u: (float(v[0]), n, version) for u, v, n in rows}
+        self.rounds.append(written)
+        return len(written)
+
+
+def _vec(x: float) -> np.ndarray:
+    return np.full(3, x, dtype=np.float32)
+
+
+def test_writes_behind_coalescing_each_user_to_its_newest_vector_and_summed_events() -> None:
+    store = _Store()
+    writer = UserVectorWriter(store)
+    store.gate.clear()  # the first round blocks: later batches pile up behind it
+    writer.put([("a", _vec(1), 1)], "v1")
+    for step in range(2, 6):
+        writer.put([("b", _vec(step), 2), ("a", _vec(step), 1)], "v1")
+    assert writer.behind
+    store.gate.set()
+    assert writer.flush(5)
+    assert not writer.behind
+    merged: dict[str, tuple[float, int, str]] = {}
+    for written in store.rounds:
+        for user, (value, events, version) in written.items():
+            old = merged.get(user, (0.0, 0, ""))
+            merged[user] = (value, old[1] + events, version)
+    assert merged == {"a": (5.0, 5, "v1"), "b": (5.0, 8, "v1")}
+    assert len(store.rounds) <= 3  # one round in flight, the rest coalesced into few rounds
+    writer.close(1)
+
+
+def test_a_failed_round_is_retried_under_newer_writes_and_loses_nothing() -> None:
+    store = _Store(fail=1)
+    writer = UserVectorWriter(store)
+    writer.put([("a", _vec(1), 1)], "v1")
+    writer.put([("a", _vec(2), 1), ("c", _vec(7), 3)], "v2")
+    assert writer.flush(10)
+    final = {u: w for written in store.rounds for u, w in written.items()}
+    assert final["a"][0] == 2.0 and final["a"][2] == "v2"
+    assert sum(w[u][1] for w in store.rounds for u in w if u == "a") == 2
+    assert final["c"] == (7.0, 3, "v2")
+    assert writer.failures == 1
+    writer.close(1)
+
+
+def test_pending_item_rows_publish_engaged_items_fast_and_negatives_slowly() -> None:
+    rows = PendingItemRows(positive_interval_s=0.2, negative_interval_s=5.0)
+    rows.add([1, 2], [1, 2, 7, 8])
+    assert rows.due(now=rows._positive_at + 0.1) == []
+    assert rows.due(now=rows._positive_at + 0.3) == [1, 2]
+    rows.add([2], [2, 9])
+    assert rows.due(now=rows._negative_at + 5.1) == [2, 7, 8, 9]
+    assert len(rows) == 0
+    rows.add([], [3])
+    assert rows.due(everything=True) == [3]
