@@ -339,6 +339,9 @@ class TrainerSettings:
     negative_vectors_interval_s: float = setting(
         "TRAINER_NEGATIVE_VECTORS_INTERVAL_S", 5.0, _parse_positive_float
     )
+    # Several trainer processes in one consumer group: share item rows through item-vectors
+    # and hand partitions' users over through <models_dir>/partitions (docs/CONTRACTS.md).
+    share_items: bool = setting("TRAINER_SHARE_ITEMS", False, _parse_bool)
     # "" → <models_dir>/trainer_status.json; the heartbeat file ("" = none) is touched from
     # the poll loop, also while idle, for the container healthcheck.
     status_file: str = setting("TRAINER_STATUS_FILE", "", str)

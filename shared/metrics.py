@@ -49,7 +49,7 @@ _SPECS = [
     MetricSpec(
         "trainer.stage_ms.{stage}",
         "timer",
-        "one batch's time in a stage (consume, evaluate, learn, redis, item_vectors)",
+        "one batch's time in a stage (evaluate, learn, redis, item_vectors)",
     ),
     MetricSpec("trainer.users_backlog", "gauge", "user vectors not yet written to MongoDB"),
     MetricSpec("trainer.freshness_ms", "timer", "event timestamp to its vectors being published"),

@@ -98,7 +98,13 @@ def list_versions(models_dir: Path) -> list[str]:
     root = Path(models_dir)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
+    # Not ".tmp-*": another writer's folder in progress (several trainers share models_dir)
+    # already holds its manifest while its files are fsynced, and must not be pruned.
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file()
+    )
 
 
 def read_latest(models_dir: Path) -> str | None:

@@ -218,6 +218,30 @@ class Learner:
         rows = self.state.item_map.rows(item_ids, create=False)
         self.seen[user_row].update(int(r) for r in rows if r >= 0)
 
+    def set_user_rows(self, user_ids: Sequence[str], rows: np.ndarray) -> None:
+        """Overwrite (or create) the embedding rows of ``user_ids``: float32 (n, d)."""
+        result = BatchResult()
+        self._ensure_capacity(USERS, _rows_needed(self.state.user_map, list(user_ids)), result)
+        user_rows = self.state.user_map.rows(user_ids, create=True)
+        self.tables.user_embedding[user_rows] = rows
+
+    def set_item_vectors(self, item_ids: Sequence[str], vectors: np.ndarray, keep: set[int]) -> int:
+        """Overwrite items' rows from serving vectors ``concat(q, b)`` (n, d + 1), except rows
+        in ``keep``; new items get rows. Returns how many rows were written."""
+        ids = list(item_ids)
+        known = self.state.item_map.rows(ids, create=False)
+        result = BatchResult()
+        self._ensure_capacity(
+            ITEMS, _rows_needed(self.state.item_map, _new_ids(ids, known)), result
+        )
+        rows = self._item_rows(ids, known)
+        take = np.array([int(r) not in keep for r in rows.tolist()], dtype=bool)
+        rows, vectors = rows[take], vectors[take]
+        d = self.tables.item_embedding.shape[1]
+        self.tables.item_embedding[rows] = vectors[:, :d]
+        self.tables.item_bias[rows] = vectors[:, d]
+        return int(rows.shape[0])
+
     def known_user_rows(self) -> set[int]:
         return set(self.seen)
 

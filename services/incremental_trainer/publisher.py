@@ -28,8 +28,15 @@ log = logging.getLogger(__name__)
 class VectorPublisher:
     """Produces item vectors and remembers, per partition, the next offset after delivery."""
 
-    def __init__(self, producer: Producer, topic: str, flush_timeout_s: float) -> None:
+    def __init__(
+        self,
+        producer: Producer,
+        topic: str,
+        flush_timeout_s: float,
+        headers: dict[str, str | bytes | None] | None = None,
+    ) -> None:
         self._producer = producer
+        self._headers = headers  # e.g. the producing trainer's id (shared_items.py)
         self._topic = topic
         self._flush_timeout_s = flush_timeout_s
         self._lock = threading.Lock()
@@ -54,11 +61,16 @@ class VectorPublisher:
         librdkafka ``produce`` call and its delivery report.
         """
         produce, topic, on_delivery = self._producer.produce, self._topic, self._on_delivery
+        headers = self._headers
         for item_id, value in zip(item_ids, encode_values(vectors, model_version), strict=True):
-            try:
-                produce(topic, key=item_id, value=value, on_delivery=on_delivery)
-            except BufferError:  # local queue full: serve delivery reports, then wait it out
-                produce_blocking(self._producer, topic, item_id, value, on_delivery)
+            while True:
+                try:
+                    produce(
+                        topic, key=item_id, value=value, on_delivery=on_delivery, headers=headers
+                    )
+                    break
+                except BufferError:  # local queue full: serve delivery reports, then retry
+                    self._producer.poll(0.05)
         self._producer.poll(0)
         self.sent += len(item_ids)
         return len(item_ids)
@@ -107,8 +119,11 @@ class PendingItemRows:
         self._positive.update(positive_rows)
         self._negative.update(moved_rows)
 
+    def rows(self) -> set[int]:
+        return self._positive | self._negative
+
     def __len__(self) -> int:
-        return len(self._positive | self._negative)
+        return len(self.rows())
 
     def due(self, now: float | None = None, everything: bool = False) -> list[int]:
         """Rows to publish now (and forget), sorted."""

@@ -44,6 +44,7 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 from confluent_kafka import Consumer as KafkaConsumer
 
+from services.incremental_trainer.group import GroupMember
 from services.incremental_trainer.learner import ITEMS, USERS, BatchResult, Learner
 from services.incremental_trainer.publisher import (
     PendingItemRows,
@@ -153,18 +154,32 @@ class Trainer:
         ensure_topics(kafka)
         self.producer = make_producer(kafka)
         self.dead_letters = DeadLetterPublisher(self.producer, kafka.dead_letter_topic)
+        self.pending_items = PendingItemRows(
+            settings.trainer.item_vectors_interval_ms / 1000.0,
+            settings.trainer.negative_vectors_interval_s,
+        )
+        self.group = (
+            GroupMember(
+                kafka,
+                self.learner,
+                self.models_dir,
+                self.base_vector_offsets,
+                self.pending_items.rows,
+            )
+            if settings.trainer.share_items
+            else None
+        )
         self.vectors = VectorPublisher(
-            self.producer, kafka.item_vectors_topic, kafka.delivery_timeout_ms / 1000.0 + 5.0
+            self.producer,
+            kafka.item_vectors_topic,
+            kafka.delivery_timeout_ms / 1000.0 + 5.0,
+            headers=self.group.headers if self.group else None,
         )
         db, r = mongo.connect(settings.mongo), redis_store.connect(settings.redis)
         self.state = StatePublisher(r, settings.redis)
         # Events for deleted items are not learned from (shared/deleted_items.py).
         self.deleted = DeletedItems(r, db, settings.catalogue.deleted_refresh_s)
         self.users = UserVectorWriter(partial(mongo.upsert_user_vectors, db))
-        self.pending_items = PendingItemRows(
-            settings.trainer.item_vectors_interval_ms / 1000.0,
-            settings.trainer.negative_vectors_interval_s,
-        )
         # Seconds per stage since start: where a batch's time goes (bench_trainer reports it).
         self.stage_s: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self.consumer = make_consumer(kafka, kafka.trainer_group_id)
@@ -231,6 +246,12 @@ class Trainer:
     # ------------------------------------------------------------------ rebalance
     def _on_assign(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
+            if self.group is not None:  # the previous owner's users, if it got further than us
+                handed = self.group.take_over(tp.partition, self.positions.get(tp.partition))
+                if handed is not None:
+                    self.positions[tp.partition] = handed
+                    self.snapshot_positions[tp.partition] = handed
+                    self._known_users.difference_update(self.group.users_of(tp.partition))
             tp.offset = self.positions.get(tp.partition, OFFSET_BEGINNING)
             self.assigned.add(tp.partition)
         consumer.assign(partitions)
@@ -293,6 +314,8 @@ class Trainer:
             self.write_status("stopped")
             self.consumer.close()
             self.users.close(timeout_s=0)
+            if self.group is not None:
+                self.group.close()
             log.info("trainer stopped after %d events", self.counters["events"])
 
     @property
@@ -314,6 +337,7 @@ class Trainer:
         produced_ms: list[int] = []
         new_positions: dict[int, int] = {}
         deleted = self.deleted.current()
+        parts: list[int] = []
         for msg in batch:
             _, part, offset = position(msg)
             if part not in self.assigned or offset < self.positions.get(part, 0):
@@ -334,10 +358,17 @@ class Trainer:
                 self.counters["deleted_items"] += 1
                 continue
             events.append(event)
+            parts.append(part)
             kind, stamp = msg.timestamp()
             produced_ms.append(stamp if kind and stamp > 0 else event.ts)
 
         stage_s = self.stage_s
+        stage_before = dict(stage_s)
+        if self.group is not None:
+            shared_started = time.perf_counter()
+            self.group.before_batch()
+            self.group.note([e.user_id for e in events], parts)
+            stage_s["item_vectors"] += time.perf_counter() - shared_started
         seen_started = time.perf_counter()
         self._load_seen([e.user_id for e in events])
         learn_started = time.perf_counter()
@@ -372,6 +403,11 @@ class Trainer:
             self.metrics.gauge(
                 "trainer.prequential.popularity_recall_at_10", figures.popularity_recall
             )
+        for stage, seconds in stage_s.items():
+            if stage != "consume":  # consume time is spent before the batch exists
+                self.metrics.timing(
+                    f"trainer.stage_ms.{stage}", (seconds - stage_before[stage]) * 1000
+                )
         self._report_lag()
         self.metrics.timing("trainer.batch_ms", (time.perf_counter() - started) * 1000)
         return result
@@ -428,8 +464,14 @@ class Trainer:
         delivered = self.vectors.flush()  # raises if a vector or a dead letter was not acked
         if self.dead_letters.failures:
             raise RuntimeError(f"{self.dead_letters.failures} dead-letter deliveries failed")
-        vector_offsets = {**self.base_vector_offsets, **delivered}
+        vector_offsets = (
+            {**self.base_vector_offsets, **delivered}
+            if self.group is None
+            else self.group.vector_offsets()
+        )
         positions = dict(self.positions)
+        if self.group is not None:
+            self.group.save_partitions(positions, self.assigned)
         state = self.learner.state
         version = save_snapshot(
             self.models_dir,
@@ -526,6 +568,7 @@ class Trainer:
             "freshness_ms": self.freshness_ms,
             "prequential": self.learner.evaluator.figures().as_dict(),
             "users_backlog": self.users.backlog,
+            "users_handed_over": self.group.handed_over if self.group is not None else None,
             "stage_s": {k: round(v, 3) for k, v in self.stage_s.items()},
         }
 
