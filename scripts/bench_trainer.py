@@ -1,50 +1,59 @@
-"""Benchmark the incremental trainer end to end on the local stack.
+"""Benchmark the incremental trainer: learner alone, one trainer and two trainers end to end.
 
-    python -m scripts.bench_trainer                       # everything in a temporary folder
-    python -m scripts.bench_trainer --events 60000 --probes 60
+    python -m scripts.bench_trainer                        # 250k events, 20k users, 5k items
+    python -m scripts.bench_trainer --events 60000 --users 4000 --items 2000 --skip-two
 
 1. Starts a local stack (Tansu, nx-27017, Valkey: scripts.localstack) in a temporary folder,
    generates a synthetic catalogue and stream (shared.data.synthetic), batch-trains GMF on the
-   first --train-fraction of it (the start scripts.initial_training gives production), writes
-   the snapshot, seeds Redis ``popular`` from that prefix, and starts faiss_app under gunicorn.
-2. Throughput and prequential quality: the rest of the stream is produced to ``interactions``
-   first, then the trainer (the service's own Trainer, in this process) consumes it with
-   publishing on (MongoDB, Redis, item-vectors). Reports sustained events/s and the moving
-   window recall@10 of the model against the streaming-popularity baseline, per batch.
-3. Freshness: with the trainer caught up, --probes events each introduce a new user and a new
-   item; the time from produce to the user's vector in MongoDB and to the item in faiss_app
-   (GET /v1/similar answers 200) is measured, p50 and p95.
+   first --train-fraction, writes the snapshot, seeds Redis ``popular``, starts faiss_app.
+2. Learner alone: the service's Learner replays the stream in micro-batches, no I/O
+   (evaluation sampled at --eval-sample-rate); the sequential reference learner on a prefix.
+3. One trainer end to end: the stream is produced to ``interactions`` first, then one trainer
+   process (``python -m services.incremental_trainer``) drains it with MongoDB (write-behind),
+   Redis and item-vector publishing on; events/s from its status file, lag back to 0, the share
+   of each stage, and a py-spy profile of the trainer process while it drains.
+4. Freshness at half the target rate: a producer sends --half-rate events/s while probes each
+   introduce a new user and a new item; time from produce to the user's query vector in Redis
+   (what the recommender serves) and in MongoDB, and to the item in faiss_app, p50 and p95.
+5. Two trainers: the same stream on fresh topics, two trainer processes in one group
+   (RECSYS_TRAINER_SHARE_ITEMS); total events/s and prequential recall@10 against one trainer.
 
-Writes reports/bench_trainer.md, .json and .png (matplotlib, Agg). The MongoDB here is
-nx-27017 over SQLite (about 3 ms per upserted document), which bounds events/s: say so when
-quoting the figure.
+Writes reports/bench_trainer.md and .json. The MongoDB here is nx-27017 over SQLite; the
+machine is shared: the load average is reported beside every figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import requests
-import torch
 from tqdm import tqdm
 
 from scripts import localstack
 from scripts.processes import ProcessGroup
-from services.incremental_trainer.service import Trainer
+from services.incremental_trainer.learner import Learner, ModelState
+from services.incremental_trainer.offline import interactions, warm_start
+from services.incremental_trainer.sequential import SequentialLearner
 from shared.config import Settings
 from shared.data.split import chronological_split
 from shared.data.synthetic import SyntheticConfig, generate
-from shared.events import EVENT_WEIGHTS, Interaction
+from shared.events import Interaction
 from shared.kafka import (
     ensure_topics,
     flush_or_raise,
@@ -53,14 +62,16 @@ from shared.kafka import (
     wait_for_topics,
 )
 from shared.logs import setup_logging
-from shared.metrics import Metrics
 from shared.model.checkpoint import save_snapshot
 from shared.model.offline import train, unique_pairs
 from shared.model.training import TrainConfig
 from shared.storage import mongo, redis_store
+from shared.threads import one_math_thread
 
 log = logging.getLogger("bench_trainer")
 ROOT = Path(__file__).resolve().parents[1]
+TARGET_LEARNER = 50_000
+TARGET_TRAINER = 20_000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,52 +80,34 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--users", type=int, default=2000, help="synthetic users (default: 2000)")
-    p.add_argument("--items", type=int, default=1000, help="synthetic items (default: 1000)")
+    p.add_argument("--users", type=int, default=20000, help="synthetic users (default: 20000)")
+    p.add_argument("--items", type=int, default=5000, help="synthetic items (default: 5000)")
     p.add_argument(
-        "--events",
-        type=int,
-        default=60000,
-        help="synthetic events in total, prefix + stream (default: 60000)",
+        "--events", type=int, default=250000, help="events in total, prefix + stream (250000)"
     )
     p.add_argument(
         "--train-fraction",
         type=float,
-        default=0.6,
-        help="share of the events the batch model is trained on (default: 0.6)",
-    )
-    p.add_argument("--epochs", type=int, default=15, help="batch-training epochs (default: 15)")
-    p.add_argument("--embedding-dim", type=int, default=32, help="embedding width (default: 32)")
-    p.add_argument(
-        "--batch-max-events",
-        type=int,
-        default=512,
-        help="trainer micro-batch size bound (default: 512)",
-    )
-    p.add_argument(
-        "--batch-max-ms",
-        type=int,
-        default=200,
-        help="trainer micro-batch time bound in ms (default: 200)",
-    )
-    p.add_argument(
-        "--eval-sample-rate",
-        type=float,
         default=0.2,
-        help="share of events evaluated prequentially (default: 0.2)",
+        help="share of the events the batch model is trained on (default: 0.2)",
+    )
+    p.add_argument("--epochs", type=int, default=5, help="batch-training epochs (default: 5)")
+    p.add_argument("--embedding-dim", type=int, default=32, help="embedding width (default: 32)")
+    p.add_argument("--batch-max-events", type=int, default=512, help="micro-batch bound (512)")
+    p.add_argument("--batch-max-ms", type=int, default=200, help="micro-batch time bound (200)")
+    p.add_argument(
+        "--eval-sample-rate", type=float, default=0.2, help="prequential sample rate (0.2)"
     )
     p.add_argument(
-        "--probes",
-        type=int,
-        default=40,
-        help="freshness probes, one new user and item each (default: 40)",
+        "--half-rate",
+        type=float,
+        default=TARGET_TRAINER / 2,
+        help="events/s produced during the freshness probes (default: 10000)",
     )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=Path("reports"),
-        help="folder for bench_trainer.md/.json/.png (default: reports)",
-    )
+    p.add_argument("--probes", type=int, default=40, help="freshness probes (default: 40)")
+    p.add_argument("--skip-two", action="store_true", help="skip the two-trainer run")
+    p.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="report folder (reports)")
     p.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
@@ -124,8 +117,13 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def prepare(args: argparse.Namespace, settings: Settings) -> tuple[list[Interaction], int]:
-    """Data, batch-trained snapshot, Redis popularity; returns the stream and its length."""
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+# ------------------------------------------------------------------ data and the batch model
+def prepare(args: argparse.Namespace, settings: Settings) -> tuple[pd.DataFrame, list[Interaction]]:
+    """Data, batch-trained snapshot, Redis popularity; returns the prefix and the stream."""
     frame, _ = generate(
         SyntheticConfig(
             n_users=args.users, n_items=args.items, n_events=args.events, seed=args.seed
@@ -133,202 +131,433 @@ def prepare(args: argparse.Namespace, settings: Settings) -> tuple[list[Interact
     )
     prefix, stream = chronological_split(frame, args.train_fraction)
     pairs = unique_pairs(prefix)
-    model_settings = settings.model
-    log.info("batch training on %d events (%d pairs)", len(prefix), len(pairs))
+    log.warning("batch training on %d events (%d pairs)", len(prefix), len(pairs))
     trained = train(
         pairs,
         np.arange(len(pairs)),
-        model_settings,
+        settings.model,
         TrainConfig(epochs=args.epochs, seed=args.seed, progress=not args.no_progress),
     )
     save_snapshot(
-        model_settings.models_dir,
-        trained.model,
-        trained.user_map,
-        trained.item_map,
-        offsets={},
-        keep=settings.trainer.snapshots_kept,
+        settings.model.models_dir, trained.model, trained.user_map, trained.item_map, offsets={}
     )
     from scripts.initial_training import seed_popularity
 
     seed_popularity(
         redis_store.connect(settings.redis), prefix, settings.redis.popularity_half_life_s
     )
-    events = [
-        Interaction(str(u), str(i), str(e), int(t))
-        for u, i, e, t in stream[["user_id", "item_id", "event", "ts"]].itertuples(index=False)
-    ]
-    return events, len(events)
+    return prefix, interactions(stream)
 
 
+# ------------------------------------------------------------------ 2. learner alone
+def learner_alone(
+    args: argparse.Namespace, settings: Settings, prefix: pd.DataFrame, events: list[Interaction]
+) -> dict[str, Any]:
+    """The service's Learner over the stream, no I/O; the sequential one on a prefix."""
+    out: dict[str, Any] = {}
+    base = ModelState.load_or_create(settings.model)
+    n_sequential = min(len(events), 20_000)
+    for name, kind, stream in (
+        ("vectorized", Learner, events),
+        ("sequential", SequentialLearner, events[:n_sequential]),
+    ):
+        state = copy.deepcopy(base)
+        learner = kind(state, settings.trainer, settings.redis.popularity_half_life_s, 0)
+        warm_start(learner, prefix)
+        load = _load()
+        wall, cpu = time.perf_counter(), time.process_time()
+        step = args.batch_max_events
+        for start in range(0, len(stream), step):
+            learner.learn(stream[start : start + step])
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        figures = learner.evaluator
+        out[name] = {
+            "events": len(stream),
+            "seconds": wall,
+            "cpu_seconds": cpu,
+            "events_per_s": len(stream) / wall,
+            "events_per_cpu_s": len(stream) / cpu,
+            "tested": figures.tested,
+            "recall": figures.model_hits / max(1, figures.tested),
+            "popularity_recall": figures.popularity_hits / max(1, figures.tested),
+            "load_avg": load,
+        }
+        log.warning("learner %s: %s", name, out[name])
+    return out
+
+
+# ------------------------------------------------------------------ Kafka helpers
 def produce_all(settings: Settings, events: list[Interaction], progress: bool) -> None:
     producer = make_producer(settings.kafka, **{"linger.ms": 20})
     topic = settings.kafka.interactions_topic
     for event in tqdm(events, desc="produce", unit="ev", disable=not progress):
         produce_blocking(producer, topic, event.user_id.encode(), event.to_bytes())
         producer.poll(0)
-    flush_or_raise(producer, 30.0)
+    flush_or_raise(producer, 60.0)
 
 
-def run_stream(trainer: Trainer, total: int, progress: bool) -> tuple[float, list[dict[str, Any]]]:
-    """Run the trainer until it has learned ``total`` events; returns (seconds, curve)."""
-    curve: list[dict[str, Any]] = []
-    process = trainer.process
+def _status(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def start_trainer(env: dict[str, str], status: Path, log_path: Path) -> subprocess.Popen:
+    with open(log_path, "ab") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.incremental_trainer"],
+            cwd=ROOT,
+            env={**env, "RECSYS_TRAINER_STATUS_FILE": str(status)},
+            stdout=subprocess.DEVNULL,
+            stderr=handle,
+        )
+
+
+def stop_trainer(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def drain(
+    statuses: list[Path], total: int, procs: list[subprocess.Popen], progress: bool
+) -> dict[str, Any]:
+    """Wait until the trainers' positions cover ``total`` events; events/s from first to last."""
     bar = tqdm(total=total, desc="train", unit="ev", disable=not progress)
-    first: list[float] = []
-
-    def recorded(batch: list) -> Any:
-        if not first:
-            first.append(time.perf_counter())
-        result = process(batch)
-        bar.update(len(batch))
-        figures = trainer.learner.evaluator.figures().as_dict()
-        curve.append({"events": trainer.counters["events"], **figures})
-        return result
-
-    trainer.process = recorded  # type: ignore[method-assign]
-    thread = threading.Thread(target=trainer.run, name="trainer", daemon=True)
-    thread.start()
-    while trainer.counters["events"] + trainer.counters["dlq"] < total:
-        if not thread.is_alive():
-            raise RuntimeError("the trainer stopped early; see the log")
-        time.sleep(0.05)
-    seconds = time.perf_counter() - first[0]
+    first_at: float | None = None
+    first_events = 0
+    done = 0
+    loads = []
+    while True:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError("a trainer stopped early; see its log")
+        now = time.perf_counter()
+        states = [_status(s) for s in statuses]
+        events = sum(int(s.get("events", 0)) for s in states)
+        # A partition that moved appears in both statuses: count it once, at its furthest.
+        furthest: dict[str, int] = {}
+        for s in states:
+            for part, offset in s.get("positions", {}).items():
+                furthest[part] = max(furthest.get(part, 0), int(offset))
+        positions = sum(furthest.values())
+        if events and first_at is None:
+            first_at, first_events = now, events
+        bar.update(events - done)
+        done = events
+        loads.append(_load())
+        if positions >= total and events >= total:
+            break
+        time.sleep(0.1)
     bar.close()
-    trainer.process = process  # type: ignore[method-assign]
-    return seconds, curve
+    seconds = time.perf_counter() - (first_at or time.perf_counter())
+    return {
+        "events": total,
+        "seconds": seconds,
+        # the first status sample already held first_events: time them from there
+        "events_per_s": (total - first_events) / max(seconds, 1e-9),
+        "load_avg": float(np.mean(loads)),
+        "statuses": [_status(s) for s in statuses],
+    }
 
 
+def py_spy(pid: int, seconds: float, out: Path) -> dict[str, Any]:
+    """Sample ``pid`` with py-spy; returns the top functions by own time and per stage."""
+    raw = out.with_suffix(".txt")
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    command = [exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "50"]
+    command += ["--format", "raw", "--output", str(raw), "--nonblocking", "--threads"]
+    try:
+        subprocess.run(command, check=True, capture_output=True, timeout=seconds + 30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"error": str(exc)}
+    own: Counter[str] = Counter()
+    stage: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        own[frames[-1].split(" (")[0]] += count
+        stage[_stage_of(frames)] += count
+    return {
+        "samples": total,
+        "top_own": [(name, round(100 * n / total, 1)) for name, n in own.most_common(15)],
+        "stages": {k: round(100 * n / max(total, 1), 1) for k, n in stage.most_common()},
+    }
+
+
+_STAGE_MARKERS = (  # first match wins; frames read "function (file:line)"
+    ("user_writer.py", "mongo write-behind (own thread)"),
+    ("_test_batch", "evaluate"),
+    ("update_batch", "learn: ISGD arithmetic"),
+    ("_learn_chunk", "learn: bookkeeping"),
+    ("_load_seen", "redis: seen lists of new users"),
+    ("publisher.py", "redis/kafka: publishing"),
+    ("publish_items", "kafka: item vectors out"),
+    ("shared_items.py", "kafka: item vectors in"),
+    ("snapshot", "snapshot"),
+    ("consume", "kafka: consume"),
+    ("parse", "parse"),
+    ("process (", "trainer: batch bookkeeping"),
+)
+
+
+def _stage_of(frames: list[str]) -> str:
+    for marker, name in _STAGE_MARKERS:
+        if any(marker in frame for frame in frames):
+            return name
+    return "other (idle threads, librdkafka, status)"
+
+
+# ------------------------------------------------------------------ 4. freshness
 def freshness(
     settings: Settings,
-    trainer: Trainer,
     faiss_url: str,
+    background: list[Interaction],
+    rate: float,
     probes: int,
     item_for_user: str,
     progress: bool,
-) -> dict[str, list[float]]:
-    """Produce → visible in MongoDB (user vector) and in faiss_app (new item), in ms."""
+) -> dict[str, Any]:
+    """Produce ``rate`` events/s in the background; per probe, produce → visible (ms)."""
+    stop = threading.Event()
+    sent = [0]
+
+    def stream() -> None:
+        producer = make_producer(settings.kafka, **{"linger.ms": 5})
+        topic = settings.kafka.interactions_topic
+        started = time.perf_counter()
+        n = 0
+        while not stop.is_set():
+            due = int((time.perf_counter() - started) * rate)
+            while n < due and not stop.is_set():
+                event = background[n % len(background)]
+                fresh = Interaction(
+                    event.user_id, event.item_id, event.event, int(time.time() * 1000)
+                )
+                produce_blocking(producer, topic, fresh.user_id.encode(), fresh.to_bytes())
+                n += 1
+            producer.poll(0)
+            time.sleep(0.005)
+        sent[0] = n
+        producer.flush(10)
+
+    thread = threading.Thread(target=stream, daemon=True)
+    started = time.perf_counter()
+    thread.start()
+    time.sleep(3.0)  # let the rate settle before probing
+    r = redis_store.connect(settings.redis)
     db = mongo.connect(settings.mongo)
     producer = make_producer(settings.kafka, **{"linger.ms": 0})
     session = requests.Session()
-    out: dict[str, list[float]] = {"mongo_ms": [], "faiss_ms": []}
-    for n in tqdm(range(probes), desc="freshness", unit="probe", disable=not progress):
-        user_id, item_id = f"probe-user-{n}", f"probe-item-{n}"
-        events = [
-            Interaction(user_id, item_for_user, "click", int(time.time() * 1000)),
-            Interaction(f"probe-buyer-{n}", item_id, "view", int(time.time() * 1000)),
-        ]
-        started = time.perf_counter()
-        for event in events:
-            producer.produce(
-                settings.kafka.interactions_topic,
-                key=event.user_id.encode(),
-                value=event.to_bytes(),
-            )
-        producer.flush(5)
-        seen_mongo = seen_faiss = None
-        deadline = started + 30
-        while (seen_mongo is None or seen_faiss is None) and time.perf_counter() < deadline:
-            now = time.perf_counter()
-            if seen_mongo is None and db[mongo.USERS].find_one({"_id": user_id}, {"_id": 1}):
-                seen_mongo = now
-            if seen_faiss is None:
-                params: dict[str, str | int] = {"item_id": item_id, "k": 1}
-                answer = session.get(f"{faiss_url}/v1/similar", params=params, timeout=1)
-                if answer.status_code == 200:
-                    seen_faiss = now
-            time.sleep(0.002)
-        if seen_mongo is not None:
-            out["mongo_ms"].append((seen_mongo - started) * 1000)
-        if seen_faiss is not None:
-            out["faiss_ms"].append((seen_faiss - started) * 1000)
-        time.sleep(0.05)
-    return out
+    out: dict[str, list[float]] = {"redis_ms": [], "mongo_ms": [], "faiss_ms": []}
+    try:
+        for n in tqdm(range(probes), desc="freshness", unit="probe", disable=not progress):
+            user_id, item_id = f"probe-user-{n}", f"probe-item-{n}"
+            events = [
+                Interaction(user_id, item_for_user, "click", int(time.time() * 1000)),
+                Interaction(f"probe-buyer-{n}", item_id, "view", int(time.time() * 1000)),
+            ]
+            t0 = time.perf_counter()
+            for event in events:
+                producer.produce(
+                    settings.kafka.interactions_topic,
+                    key=event.user_id.encode(),
+                    value=event.to_bytes(),
+                )
+            producer.flush(5)
+            seen: dict[str, float] = {}
+            deadline = t0 + 30
+            while len(seen) < 3 and time.perf_counter() < deadline:
+                now = time.perf_counter()
+                if "redis_ms" not in seen and r.exists(redis_store.query_key(user_id)):
+                    seen["redis_ms"] = now
+                if "mongo_ms" not in seen and db[mongo.USERS].find_one(
+                    {"_id": user_id}, {"_id": 1}
+                ):
+                    seen["mongo_ms"] = now
+                if "faiss_ms" not in seen:
+                    params: dict[str, str | int] = {"item_id": item_id, "k": 1}
+                    answer = session.get(f"{faiss_url}/v1/similar", params=params, timeout=1)
+                    if answer.status_code == 200:
+                        seen["faiss_ms"] = now
+                time.sleep(0.005)
+            for key, at in seen.items():
+                out[key].append((at - t0) * 1000)
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(15)
+    elapsed = time.perf_counter() - started
+    return {
+        **{k: v for k, v in out.items()},
+        "rate_target": rate,
+        "rate_produced": sent[0] / elapsed,
+        "probes": probes,
+    }
 
 
-def plot(curve: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    xs = [c["events"] for c in curve]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.plot(xs, [c["recall_at_k"] for c in curve], label="GMF + ISGD (incremental)")
-    ax.plot(xs, [c["popularity_recall_at_k"] for c in curve], label="streaming popularity")
-    ax.set_xlabel("stream events learned")
-    ax.set_ylabel("prequential recall@10 (cumulative)")
-    ax.set_title("Prequential recall@10: incremental trainer vs streaming popularity")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+# ------------------------------------------------------------------ report
+def _stage_shares(status: dict[str, Any]) -> dict[str, float]:
+    stages = dict(status.get("stage_s", {}))
+    return {k: float(v) for k, v in stages.items()}
 
 
-def report(args: argparse.Namespace, figures: dict[str, Any], out: Path) -> str:
-    f = figures
+def report(args: argparse.Namespace, f: dict[str, Any]) -> str:
+    one, alone = f["one"], f["learner"]
+    vec, seq = alone["vectorized"], alone["sequential"]
     lines = [
         "# Incremental trainer benchmark",
         "",
         f"Command: `python -m scripts.bench_trainer {' '.join(f['argv'])}`".rstrip(),
         "",
         f"Local stack (Tansu Kafka, nx-27017 MongoDB over SQLite, Valkey), faiss_app under "
-        f"gunicorn; {f['cpus']} CPU cores shared with other work. Stream: {f['stream_events']} "
-        f"synthetic events after batch training on {f['prefix_events']}.",
+        f"gunicorn, {f['cpus']} CPU cores **shared with other work** (1-min load average beside "
+        f"each figure). Stream: {f['stream_events']} synthetic events over {args.users} users "
+        f"and {args.items} items after batch training on {f['prefix_events']}; micro-batches "
+        f"of {args.batch_max_events}, evaluation sampled at {args.eval_sample_rate}.",
         "",
-        "| figure | value |",
-        "|---|---|",
-        f"| sustained throughput, publishing on | {f['events_per_s']:.0f} events/s "
-        f"({f['stream_events']} events in {f['stream_seconds']:.1f} s) |",
-        f"| freshness to MongoDB (user vector), p50 / p95 | {f['mongo_p50']:.0f} / "
-        f"{f['mongo_p95']:.0f} ms ({f['probes_mongo']} probes) |",
-        f"| freshness to faiss_app (new item searchable), p50 / p95 | {f['faiss_p50']:.0f} / "
-        f"{f['faiss_p95']:.0f} ms ({f['probes_faiss']} probes) |",
-        f"| prequential recall@10, GMF + ISGD | {f['recall']:.4f} |",
-        f"| prequential recall@10, streaming popularity | {f['popularity_recall']:.4f} |",
-        f"| prequential precision@10, GMF + ISGD / popularity | {f['recall'] / 10:.4f} / "
-        f"{f['popularity_recall'] / 10:.4f} |",
-        f"| events tested (sample rate {args.eval_sample_rate}) | {f['tested']} |",
-        "",
-        "Recall figures are over all tested events of the stream (same events for both "
-        "rankers; items the user already engaged with are excluded for both).",
-        "",
-        "![prequential recall](bench_trainer.png)",
-        "",
+        "| figure | value | target | load avg |",
+        "|---|---|---|---|",
+        f"| learner alone (vectorized), wall | {vec['events_per_s']:.0f} ev/s | ≥ "
+        f"{TARGET_LEARNER} | {vec['load_avg']:.1f} |",
+        f"| learner alone (vectorized), per CPU-second | {vec['events_per_cpu_s']:.0f} ev/s | | |",
+        f"| learner alone (sequential reference, first {seq['events']} events) | "
+        f"{seq['events_per_s']:.0f} ev/s | | {seq['load_avg']:.1f} |",
+        f"| one trainer end to end from Kafka, all stores on | {one['events_per_s']:.0f} ev/s "
+        f"({one['events']} events in {one['seconds']:.1f} s) | ≥ {TARGET_TRAINER} | "
+        f"{one['load_avg']:.1f} |",
+        f"| lag at the end / MongoDB users owed at the end | {one['lag_end']} / "
+        f"{one['users_backlog_end']} (drained {one['users_drain_s']:.1f} s later) | 0 | |",
     ]
+    if "two" in f:
+        two = f["two"]
+        lines.append(
+            f"| two trainers in one group, total | {two['events_per_s']:.0f} ev/s "
+            f"({two['seconds']:.1f} s) | reported | {two['load_avg']:.1f} |"
+        )
+        lines.append(
+            f"| prequential recall@10: one trainer / two trainers | {one['recall']:.4f} / "
+            f"{two['recall']:.4f} ({100 * (two['recall'] / one['recall'] - 1):+.1f}%) | "
+            f"within 5% | |"
+        )
+    fr = f["freshness"]
+    lines += [
+        f"| freshness p50 / p95, user query vector in Redis (served) | "
+        f"{_percentile(fr['redis_ms'], 50):.0f} / {_percentile(fr['redis_ms'], 95):.0f} ms "
+        f"({len(fr['redis_ms'])}/{fr['probes']} probes) | p95 ≤ 1000 | {fr['load_avg']:.1f} |",
+        f"| freshness p50 / p95, new item searchable in faiss_app | "
+        f"{_percentile(fr['faiss_ms'], 50):.0f} / {_percentile(fr['faiss_ms'], 95):.0f} ms "
+        f"({len(fr['faiss_ms'])}/{fr['probes']} probes) | p95 ≤ 1000 | |",
+        f"| freshness p50 / p95, user vector in MongoDB (write-behind) | "
+        f"{_percentile(fr['mongo_ms'], 50):.0f} / {_percentile(fr['mongo_ms'], 95):.0f} ms "
+        f"({len(fr['mongo_ms'])}/{fr['probes']} probes) | | |",
+        f"| background rate during the probes | {fr['rate_produced']:.0f} ev/s produced "
+        f"(target {fr['rate_target']:.0f}) | | |",
+        f"| prequential recall@10, learner alone: vectorized / sequential (prefix) | "
+        f"{vec['recall']:.4f} / {seq['recall']:.4f} | | |",
+        f"| prequential recall@10, streaming popularity (learner alone) | "
+        f"{vec['popularity_recall']:.4f} | | |",
+        "",
+        "## Where one trainer's time goes",
+        "",
+        "Seconds per stage over the drain, from the trainer's status (MongoDB is the write-behind "
+        "thread's busy time, overlapping the others):",
+        "",
+        "| stage | seconds | share of the drain |",
+        "|---|---|---|",
+    ]
+    for stage, seconds in one["stages"].items():
+        lines.append(f"| {stage} | {seconds:.2f} | {100 * seconds / one['seconds']:.0f}% |")
+    prof = one.get("profile", {})
+    if prof.get("stages"):
+        lines += [
+            "",
+            f"py-spy ({prof['samples']} samples of all the trainer's threads while it drained), "
+            "share by stage:",
+            "",
+            "| stage | share of samples |",
+            "|---|---|",
+            *[f"| {k} | {v}% |" for k, v in prof["stages"].items()],
+            "",
+            "Top functions by own time: "
+            + ", ".join(f"`{name}` {share}%" for name, share in prof["top_own"][:10]),
+        ]
+    elif prof:
+        lines += ["", f"py-spy failed: {prof.get('error')}"]
+    lines.append("")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ main
+def _settings_env(
+    args: argparse.Namespace, info: localstack.StackInfo, tmp: Path, tag: str, faiss_port: int
+) -> dict[str, str]:
+    return {
+        **os.environ,
+        **info.env(),
+        "RECSYS_MODELS_DIR": str(tmp / f"models-{tag}"),
+        "RECSYS_STATSD_ENABLED": "false",
+        "RECSYS_EMBEDDING_DIM": str(args.embedding_dim),
+        "RECSYS_TRAINER_BATCH_MAX_EVENTS": str(args.batch_max_events),
+        "RECSYS_TRAINER_BATCH_MAX_MS": str(args.batch_max_ms),
+        "RECSYS_TRAINER_EVAL_SAMPLE_RATE": str(args.eval_sample_rate),
+        "RECSYS_TRAINER_EVAL_WINDOW": "1000000",
+        "RECSYS_TRAINER_SNAPSHOT_INTERVAL_S": "30",
+        "RECSYS_KAFKA_INTERACTIONS_TOPIC": f"interactions-{tag}",
+        "RECSYS_KAFKA_DLQ_TOPIC": f"interactions-{tag}.dlq",
+        "RECSYS_KAFKA_ITEM_VECTORS_TOPIC": f"item-vectors-{tag}",
+        "RECSYS_KAFKA_TRAINER_GROUP": f"trainer-{tag}",
+        "RECSYS_MONGO_DATABASE": f"bench_{tag}",
+        "RECSYS_FAISS_PORT": str(faiss_port),
+        "RECSYS_FAISS_URL": f"http://127.0.0.1:{faiss_port}",
+        "RECSYS_LOG_LEVEL": "warning",
+    }
+
+
+def _recall(statuses: list[dict[str, Any]]) -> float:
+    hits = sum(s["prequential"]["model_hits"] for s in statuses)
+    tested = sum(s["prequential"]["tested"] for s in statuses)
+    return hits / max(1, tested)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging("bench_trainer", "WARNING")
-    torch.set_num_threads(1)
+    one_math_thread()
     progress = not args.no_progress
     args.out.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Any] = {
+        "argv": list(argv if argv is not None else sys.argv[1:]),
+        "cpus": len(os.sched_getaffinity(0)),
+    }
     with tempfile.TemporaryDirectory(prefix="bench-trainer-") as tmp:
         tmp_dir = Path(tmp)
-        info = localstack.start(tmp_dir / "stack")
+        info = localstack.start(tmp_dir / "stack", metrics=False)
         try:
-            env = {
-                **info.env(),
-                "RECSYS_MODELS_DIR": str(tmp_dir / "models"),
-                "RECSYS_STATSD_ENABLED": "false",
-                "RECSYS_EMBEDDING_DIM": str(args.embedding_dim),
-                "RECSYS_TRAINER_BATCH_MAX_EVENTS": str(args.batch_max_events),
-                "RECSYS_TRAINER_BATCH_MAX_MS": str(args.batch_max_ms),
-                "RECSYS_TRAINER_EVAL_SAMPLE_RATE": str(args.eval_sample_rate),
-                "RECSYS_TRAINER_EVAL_WINDOW": "1000000",
-                "RECSYS_FAISS_PORT": str(localstack.free_port()),
-            }
+            env = _settings_env(args, info, tmp_dir, "one", localstack.free_port())
             settings = Settings.from_env(env)
             ensure_topics(settings.kafka)
             wait_for_topics(
                 settings.kafka,
                 [settings.kafka.interactions_topic, settings.kafka.item_vectors_topic],
             )
-            events, total = prepare(args, settings)
-            with ProcessGroup({**os.environ, **env}, tmp_dir / "logs") as group:
+            prefix, events = prepare(args, settings)
+            figures["prefix_events"] = len(prefix)
+            figures["stream_events"] = len(events)
+            figures["learner"] = learner_alone(args, settings, prefix, events)
+            batch_snapshot = tmp_dir / "models-batch"
+            shutil.copytree(settings.model.models_dir, batch_snapshot)
+            with ProcessGroup(env, tmp_dir / "logs") as group:
                 faiss = group.gunicorn(
                     "faiss_app",
                     "services.faiss_app.wsgi:app",
@@ -337,41 +566,77 @@ def main(argv: list[str] | None = None) -> int:
                     config=ROOT / "services/faiss_app/gunicorn.conf.py",
                 )
                 faiss_url = f"http://127.0.0.1:{settings.faiss.port}"
-                faiss.wait_http(f"{faiss_url}/readyz", timeout_s=60)
+                faiss.wait_http(f"{faiss_url}/readyz", timeout_s=120)
                 produce_all(settings, events, progress)
-                trainer = Trainer(settings, metrics=Metrics(settings.statsd))
-                seconds, curve = run_stream(trainer, total, progress)
-                probes = freshness(
-                    settings, trainer, faiss_url, args.probes, events[-1].item_id, progress
-                )
-                trainer.stop.set()
-                time.sleep(0.5)
+                status = tmp_dir / "one.json"
+                trainer = start_trainer(env, status, tmp_dir / "one.log")
+                try:
+                    profile: dict[str, Any] = {}
+                    if not args.no_profile:
+                        # Profile the middle of the drain (started once the trainer learns).
+                        def profile_it() -> None:
+                            while _status(status).get("events", 0) == 0 and trainer.poll() is None:
+                                time.sleep(0.1)
+                            profile.update(py_spy(trainer.pid, 8, tmp_dir / "profile"))
+
+                        profiler = threading.Thread(target=profile_it, daemon=True)
+                        profiler.start()
+                    one = drain([status], len(events), [trainer], progress)
+                    if not args.no_profile:
+                        profiler.join(60)
+                    time.sleep(1.5)  # one status period: lag and backlog as of the end
+                    end = _status(status)
+                    drained_at = time.perf_counter()
+                    while (
+                        _status(status).get("users_backlog", 0)
+                        and time.perf_counter() - drained_at < 300
+                    ):
+                        time.sleep(0.5)
+                    positions = sum(int(o) for o in end.get("positions", {}).values())
+                    one.update(
+                        lag_end=len(events) - positions,  # the status's own lag is sampled
+                        users_backlog_end=end.get("users_backlog"),
+                        users_drain_s=time.perf_counter() - drained_at,
+                        stages=_stage_shares(one["statuses"][0]),
+                        recall=_recall([end]),
+                        profile=profile,
+                    )
+                    one.pop("statuses")
+                    figures["one"] = one
+                    fr = freshness(
+                        settings,
+                        faiss_url,
+                        events,
+                        args.half_rate,
+                        args.probes,
+                        events[-1].item_id,
+                        progress,
+                    )
+                    fr["load_avg"] = _load()
+                    figures["freshness"] = fr
+                finally:
+                    stop_trainer(trainer)
+            if not args.skip_two:
+                env2 = _settings_env(args, info, tmp_dir, "two", localstack.free_port())
+                settings2 = Settings.from_env({**env2, "RECSYS_TRAINER_SHARE_ITEMS": "true"})
+                env2["RECSYS_TRAINER_SHARE_ITEMS"] = "true"
+                shutil.copytree(batch_snapshot, settings2.model.models_dir)
+                ensure_topics(settings2.kafka)
+                wait_for_topics(settings2.kafka, [settings2.kafka.interactions_topic])
+                produce_all(settings2, events, progress)
+                statuses = [tmp_dir / "two-a.json", tmp_dir / "two-b.json"]
+                procs = [start_trainer(env2, s, tmp_dir / f"{s.stem}.log") for s in statuses]
+                try:
+                    two = drain(statuses, len(events), procs, progress)
+                    two["recall"] = _recall(two.pop("statuses"))
+                    figures["two"] = two
+                finally:
+                    for proc in procs:
+                        stop_trainer(proc)
         finally:
             localstack.stop(tmp_dir / "stack")
-    last = curve[-1]
-    tested = max(1, last["tested"])
-    figures = {
-        "argv": list(argv if argv is not None else sys.argv[1:]),
-        "cpus": len(os.sched_getaffinity(0)),
-        "prefix_events": args.events - total,
-        "stream_events": total,
-        "stream_seconds": seconds,
-        "events_per_s": total / seconds,
-        "mongo_p50": _percentile(probes["mongo_ms"], 50),
-        "mongo_p95": _percentile(probes["mongo_ms"], 95),
-        "faiss_p50": _percentile(probes["faiss_ms"], 50),
-        "faiss_p95": _percentile(probes["faiss_ms"], 95),
-        "probes_mongo": len(probes["mongo_ms"]),
-        "probes_faiss": len(probes["faiss_ms"]),
-        "recall": last["model_hits"] / tested,
-        "popularity_recall": last["popularity_hits"] / tested,
-        "tested": last["tested"],
-        "event_weights": dict(EVENT_WEIGHTS),
-        "curve": curve,
-    }
-    (args.out / "bench_trainer.json").write_text(json.dumps(figures, indent=1))
-    plot(curve, args.out / "bench_trainer.png")
-    text = report(args, figures, args.out)
+    (args.out / "bench_trainer.json").write_text(json.dumps(figures, indent=1, default=str))
+    text = report(args, figures)
     (args.out / "bench_trainer.md").write_text(text)
     print(text)
     return 0

@@ -569,7 +569,11 @@ class Trainer:
             "prequential": self.learner.evaluator.figures().as_dict(),
             "users_backlog": self.users.backlog,
             "users_handed_over": self.group.handed_over if self.group is not None else None,
-            "stage_s": {k: round(v, 3) for k, v in self.stage_s.items()},
+            "stage_s": {
+                **{k: round(v, 3) for k, v in self.stage_s.items()},
+                "mongo": round(self.users.busy_s, 3),  # the write-behind thread, overlapping
+            },
+            "users_written": self.users.written,
         }
 
     def write_status(self, state: str) -> None:
