@@ -95,3 +95,11 @@ def test_query_vector_is_written_beside_the_seen_list_and_read_back_with_it(
         redis_store.decode_query_vector("not base64 at all!")
     with pytest.raises(ValueError):
         redis_store.decode_query_vector("AAA=")  # two bytes: not whole float32s
+
+
+def test_a_batch_longer_than_a_lua_slice_keeps_newest_first(settings: Settings) -> None:
+    r = redis_store.connect(settings.redis)
+    items = [f"i{n}" for n in range(2500)]  # three slices of the server-side push
+    redis_store.push_seen(r, {"u1": items, "u2": []}, cap=3000)
+    assert redis_store.get_seen(r, "u1") == items[::-1]
+    assert redis_store.get_seen(r, "u2") == []

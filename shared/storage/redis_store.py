@@ -144,19 +144,54 @@ def top_popular(r: redis.Redis, k: int, exclude: Iterable[str] = ()) -> list[tup
     return [(item, score) for item, score in ranked if item not in excluded][:k]
 
 
+# Every user's seen-list push, trim and query-vector write of a batch as one command: redis-py
+# spends ~10 µs packing each pipelined command, three per user, which made Redis the largest
+# stage of the trainer; one EVAL with the same arguments costs a fraction of that. KEYS: per
+# user its seen key and its query key. ARGV: the cap, then per user the number of new items,
+# those items (oldest first), and its encoded query vector ("" = leave it as it is).
+_PUSH_SEEN = """
+local cap = tonumber(ARGV[1])
+local a = 2
+for k = 1, #KEYS, 2 do
+  local n = tonumber(ARGV[a])
+  if n > 0 then
+    local i = a + 1
+    while i <= a + n do  -- in slices: unpack is bounded by Lua's stack
+      local j = math.min(i + 999, a + n)
+      redis.call('LPUSH', KEYS[k], unpack(ARGV, i, j))
+      i = j + 1
+    end
+    redis.call('LTRIM', KEYS[k], 0, cap - 1)
+  end
+  a = a + n + 1
+  if ARGV[a] ~= '' then
+    redis.call('SET', KEYS[k + 1], ARGV[a])
+  end
+  a = a + 1
+end
+return #KEYS / 2
+"""
+
+
 def queue_seen(
     pipe: Pipeline,
     user_items: Mapping[str, Sequence[str]],
     cap: int,
     query_vectors: Mapping[str, np.ndarray] | None = None,
 ) -> None:
-    """Queue on ``pipe`` what :func:`push_seen` does."""
-    for user_id, items in user_items.items():
-        if items:
-            pipe.lpush(seen_key(user_id), *items)
-            pipe.ltrim(seen_key(user_id), 0, cap - 1)
-    for user_id, vector in (query_vectors or {}).items():
-        pipe.set(query_key(user_id), encode_query_vector(vector))
+    """Queue on ``pipe`` what :func:`push_seen` does (one command for all the users)."""
+    vectors = query_vectors or {}
+    keys: list[str] = []
+    args: list[EncodableT] = [cap]
+    for user_id in dict.fromkeys([*user_items, *vectors]):
+        items = user_items.get(user_id, ())
+        vector = vectors.get(user_id)
+        keys += (seen_key(user_id), query_key(user_id))
+        args.append(len(items))
+        args.extend(items)
+        args.append("" if vector is None else encode_query_vector(vector))
+    if keys:
+        pipe.eval(_PUSH_SEEN, len(keys), *keys, *args)
 
 
 def push_seen(
