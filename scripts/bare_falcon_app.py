@@ -36,3 +36,4 @@ class FixedAnswer:
 app = falcon.App()
 app.add_route("/recommend", FixedAnswer())
 app.add_route("/healthz", FixedAnswer())
+app.add_route("/readyz", FixedAnswer())  # scripts.processes waits for it
