@@ -35,12 +35,12 @@ PANELS = (
     Panel("Degraded answers/s by dependency", "answers/s", (("api.degraded.*", "rate", "{0}"),)),
     Panel("Trainer: events learned/s", "events/s", (("trainer.events", "rate", "learned"),
                                                     ("trainer.dlq", "rate", "dead-lettered"))),
-    Panel("Trainer: consumer lag", "messages", (("trainer.lag", "value", "lag"),)),
+    Panel("Trainer: consumer lag", "messages", (("trainer.lag.*", "value", "lag {0}"),)),
     Panel("Freshness: event → vectors published", "ms",
           (("trainer.freshness_ms", "median", "p50"), ("trainer.freshness_ms", "upper_99", "p99"))),
     Panel("Prequential recall@10", "recall",
-          (("trainer.prequential.recall_at_10", "value", "model"),
-           ("trainer.prequential.popularity_recall_at_10", "value", "popularity"))),
+          (("trainer.prequential.recall_at_10.*", "value", "model {0}"),
+           ("trainer.prequential.popularity_recall_at_10.*", "value", "popularity {0}"))),
 )
 
 

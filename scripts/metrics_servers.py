@@ -111,9 +111,11 @@ def statsd_argv(data_dir: Path, port: int, admin_port: int, carbon_line_port: in
         "graphiteHost": "127.0.0.1",
         "graphitePort": carbon_line_port,
         "flushInterval": FLUSH_INTERVAL_MS,
-        # As production's udp.js: legacy namespace, p90 and p99 for timers, idle stats kept.
-        "percentThreshold": [90, 99],
+        # As production's udp.js: legacy namespace, p90/p95/p99 for timers, idle counters and
+        # timers kept, gauges dropped when not re-sent (a dead instance's value must vanish).
+        "percentThreshold": [90, 95, 99],
         "deleteIdleStats": False,
+        "deleteGauges": True,
         "graphite": {"legacyNamespace": True},
         "backends": ["./backends/graphite"],
     }

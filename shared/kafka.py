@@ -226,6 +226,22 @@ def poll_batches(
         yield batch
 
 
+class TickingConsumer:
+    """Delegates ``consume`` to the real consumer after calling ``tick`` (heartbeat, idle work).
+
+    :func:`poll_batches` calls ``consume`` in every loop turn, also when the topic is idle, so
+    the tick proves the loop is alive and lets idle time be used (a pending snapshot, gauges).
+    """
+
+    def __init__(self, consumer: KafkaConsumer, tick: Callable[[], None]) -> None:
+        self._consumer = consumer
+        self._tick = tick
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
+        self._tick()
+        return self._consumer.consume(num_messages=num_messages, timeout=timeout)
+
+
 def _log_error(err: KafkaError) -> None:
     log.warning("kafka consumer error: %s", err)
 

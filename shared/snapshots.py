@@ -53,6 +53,15 @@ def new_version(now: dt.datetime | None = None) -> str:
     return moment.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
+def version_time(version: str) -> float | None:
+    """Unix seconds a :func:`new_version` name was made at; None for other names."""
+    try:
+        moment = dt.datetime.strptime(version[:16], "%Y%m%dT%H%M%SZ")
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=dt.UTC).timestamp()
+
+
 def write_snapshot_dir(
     models_dir: Path, version: str, write_files: Callable[[Path], None], keep: int | None = None
 ) -> Path:

@@ -29,6 +29,8 @@ import yaml
 from shared.config import ConfigError, Settings, environment_variables
 from shared.metrics import CATALOGUE, MetricSpec, UnknownMetricError, spec_for
 
+INSTANCE = "{instance}"
+
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DASHBOARD_FILE = REPO / "grafana" / "dashboards" / "recsys.json"
@@ -641,7 +643,7 @@ def test_dashboard_panels_use_the_provisioned_datasource() -> None:
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
     for panel in dashboard["panels"]:
-        if panel["type"] == "row":
+        if panel["type"] in {"row", "alertlist"}:  # an alert list reads Grafana's own rules
             continue
         assert panel["datasource"]["uid"] == uid, panel["title"]
         assert panel["targets"], panel["title"]
@@ -675,9 +677,16 @@ def test_dashboard_covers_the_platform() -> None:
     used = set(dashboard_metrics())
     wanted = {
         "trainer.events",
-        "trainer.lag",
-        "trainer.prequential.recall_at_10",
-        "trainer.prequential.popularity_recall_at_10",
+        "trainer.lag.{instance}",
+        "trainer.heartbeat",
+        "trainer.snapshot_age_s.{instance}",
+        "trainer.freshness_ms",
+        "faiss.update_lag_ms",
+        "faiss.model_age_s.{instance}",
+        "api.server_errors",
+        "api.recommend.degraded",
+        "trainer.prequential.recall_at_10.{instance}",
+        "trainer.prequential.popularity_recall_at_10.{instance}",
         "trainer.growth.{table}",
         "trainer.dlq",
         "api.recommend.source_ms.{source}",
@@ -685,7 +694,7 @@ def test_dashboard_covers_the_platform() -> None:
         "api.errors.{code}",
         "api.degraded.{dependency}",
         "faiss.search_ms",
-        "faiss.index_size",
+        "faiss.index_size.{instance}",
     }
     assert wanted <= used, wanted - used
     assert used <= set(CATALOGUE)
@@ -701,7 +710,7 @@ def test_every_catalogue_metric_has_a_panel() -> None:
     [
         ("stats.recsys.trainer.events", "trainer.events", "counter", None),
         ("stats_counts.$prefix.trainer.growth.*", "trainer.growth.{table}", "counter", None),
-        ("stats.gauges.recsys.trainer.lag", "trainer.lag", "gauge", None),
+        ("stats.gauges.recsys.trainer.lag.*", "trainer.lag.{instance}", "gauge", None),
         ("stats.timers.${prefix}.api.*.ms.upper_99", "api.{endpoint}.ms", "timer", "upper_99"),
         ("stats.timers.recsys.faiss.search_ms.median", "faiss.search_ms", "timer", "median"),
     ],
@@ -717,7 +726,8 @@ def test_metric_path_parser_maps_paths(path: str, name: str, kind: str, stat: st
         "stats.timers.recsys.faiss.index_size.median",  # a gauge read as a timer
         "stats.gauges.recsys.trainer.events",  # a counter read as a gauge
         "stats.recsys.faiss.search_ms",  # a timer read as a counter
-        "stats.timers.recsys.faiss.search_ms.upper_95",  # percentile statsd does not compute
+        "stats.timers.recsys.faiss.search_ms.upper_75",  # percentile statsd does not compute
+        "stats.gauges.recsys.trainer.lag",  # a gauge without its instance segment
         "stats.timers.recsys.faiss.search_ms.p99",  # not a statsd statistic
         "stats.recsys.trainer.*",  # wildcard over a fixed segment
         "stats.recsys.nothing.here",  # not catalogued
@@ -748,18 +758,24 @@ _STRING_LITERAL = re.compile(r"[\"']([A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)+)[\"']
 def _emitted(name: str, sources: dict[Path, str]) -> bool:
     """Whether some source emits ``name``.
 
+    A gauge ``<name>.{instance}`` is emitted as ``<name>`` (``Metrics.gauge`` adds the instance).
+
     Accepted: a string literal that is the name or a filled-in instance of it
     (``"trainer.capacity.users"`` for ``trainer.capacity.{table}``), an f-string with
     expressions in the placeholders (``f"api.{endpoint}.ms"``), or the quoted fixed prefix
     before the first placeholder (``"trainer.growth." + table``).
     """
+    suffix = "." + INSTANCE
+    gauge = name.endswith(suffix) and CATALOGUE[name].kind == "gauge"
     for text in sources.values():
         for literal in _STRING_LITERAL.findall(text):
             try:
-                if spec_for(literal).name == name:
+                if spec_for(literal + ".host-1" if gauge else literal).name == name:
                     return True
             except UnknownMetricError:
                 pass
+    if gauge:
+        name = name[: -len(suffix)]
     if "{" not in name:
         return False
     parts = re.split(r"\{[a-z_]+\}", name)
@@ -783,7 +799,9 @@ def test_every_dashboard_metric_is_emitted_by_the_code() -> None:
     ("source", "name", "emitted"),
     [
         ('m.incr("trainer.events")', "trainer.events", True),
-        ('m.gauge("trainer.capacity.users", n)', "trainer.capacity.{table}", True),
+        ('m.gauge("trainer.capacity.users", n)', "trainer.capacity.{table}.{instance}", True),
+        ('m.gauge("trainer.lag", n)', "trainer.lag.{instance}", True),
+        ('m.incr("trainer.lag")', "trainer.heartbeat", False),
         ('m.timing(f"api.{endpoint}.ms", ms)', "api.{endpoint}.ms", True),
         ('m.incr("trainer.growth." + table)', "trainer.growth.{table}", True),
         ('m.incr("trainer.events_total")', "trainer.events", False),
@@ -793,3 +811,79 @@ def test_every_dashboard_metric_is_emitted_by_the_code() -> None:
 )
 def test_emitted_matcher(source: str, name: str, emitted: bool) -> None:
     assert _emitted(name, {Path("x.py"): source}) is emitted
+
+
+# ------------------------------------------------------------------------ alert rules
+
+ALERTS_FILE = REPO / "grafana" / "provisioning" / "alerting" / "recsys.yml"
+# The alerts the on-call engineer relies on (issue 16), by rule uid.
+REQUIRED_ALERTS = {
+    "recsys-trainer-not-learning",
+    "recsys-consumer-lag-growing",
+    "recsys-freshness-p95",
+    "recsys-error-ratio",
+    "recsys-degraded-ratio",
+    "recsys-faiss-update-lag",
+}
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    doc = yaml.safe_load(ALERTS_FILE.read_text())
+    assert doc["apiVersion"] == 1
+    return [rule for group in doc["groups"] for rule in group["rules"]]
+
+
+def alert_metric_paths(rule: dict[str, Any]) -> list[str]:
+    return [
+        path
+        for query in rule["data"]
+        if query["datasourceUid"] != "__expr__"
+        for path in graphite_paths(query["model"]["target"])
+    ]
+
+
+def test_alert_rules_are_provisioned_for_every_required_condition() -> None:
+    rules = alert_rules()
+    uids = [rule["uid"] for rule in rules]
+    assert len(uids) == len(set(uids))
+    assert REQUIRED_ALERTS <= set(uids), REQUIRED_ALERTS - set(uids)
+    graphite_uid = yaml.safe_load(DATASOURCE_FILE.read_text())["datasources"][0]["uid"]
+    for rule in rules:
+        refs = {query["refId"] for query in rule["data"]}
+        assert rule["condition"] in refs, rule["uid"]
+        for query in rule["data"]:
+            assert query["datasourceUid"] in {graphite_uid, "__expr__"}, rule["uid"]
+            model = query["model"]
+            assert model["refId"] == query["refId"]
+            if query["datasourceUid"] == "__expr__":
+                # An expression reads only queries of the same rule.
+                named = set(re.findall(r"\$([A-Z])\b", model["expression"]))
+                named |= {model["expression"]} if model["type"] != "math" else set()
+                assert named <= refs - {query["refId"]}, (rule["uid"], model["expression"])
+        assert alert_metric_paths(rule), rule["uid"]
+        assert rule["annotations"]["summary"] and rule["labels"]["severity"]
+
+
+def test_alert_queries_name_catalogued_metrics_the_code_emits_and_the_dashboard_shows() -> None:
+    prefix = service_env(load_compose()["services"]["recommender-app"])["RECSYS_STATSD_PREFIX"]
+    sources = {
+        path: path.read_text()
+        for folder in ("services", "shared")
+        for path in (REPO / folder).rglob("*.py")
+        if path != REPO / "shared" / "metrics.py"
+    }
+    on_dashboard = dashboard_metrics()
+    for rule in alert_rules():
+        for path in alert_metric_paths(rule):
+            try:
+                spec, _kind, _stat = metric_for_path(path, prefix)
+            except DashboardPathError as exc:
+                pytest.fail(f"alert {rule['uid']}: {exc}")
+            assert _emitted(spec.name, sources), f"alert {rule['uid']}: {spec.name} not emitted"
+            assert spec.name in on_dashboard, f"alert {rule['uid']}: {spec.name} has no panel"
+
+
+def test_grafana_mounts_the_alert_rules() -> None:
+    assert ALERTS_FILE.is_file()
+    mounts = load_compose()["services"]["grafana"]["volumes"]
+    assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in mounts

@@ -20,11 +20,22 @@ def test_metrics_reach_a_real_statsd_socket() -> None:
         server.bind(("127.0.0.1", 0))
         server.settimeout(2)
         port = server.getsockname()[1]
-        metrics = Metrics(StatsdSettings(host="127.0.0.1", port=port, prefix="t"))
+        metrics = Metrics(StatsdSettings(host="127.0.0.1", port=port, prefix="t"), instance="h-1")
         metrics.incr("trainer.events", 3)
         assert server.recv(1024) == b"t.trainer.events:3|c"
         metrics.gauge("faiss.index_size", 10)
-        assert server.recv(1024) == b"t.faiss.index_size:10|g"
+        assert server.recv(1024) == b"t.faiss.index_size.h-1:10|g"
+
+
+def test_gauges_carry_the_instance_so_replicas_do_not_overwrite_each_other() -> None:
+    one, two = (Metrics(StatsdSettings(enabled=False), instance=i) for i in ("a-1", "b-2"))
+    for spec in CATALOGUE.values():
+        assert (spec.kind == "gauge") == spec.name.endswith(".{instance}"), spec.name
+    one.gauge("trainer.lag", 5)
+    assert one.sent == {"trainer.lag": 5}  # tests and /stats read the name without instance
+    assert spec_for("trainer.lag.a-1").name == "trainer.lag.{instance}"
+    with pytest.raises(UnknownMetricError):
+        two.gauge("trainer.lag.a-1", 1)  # the instance is added once, by the client
 
 
 def test_wrong_kind_and_unknown_names_are_refused() -> None:

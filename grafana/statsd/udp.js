@@ -3,8 +3,9 @@
   "graphitePort": 2003,
   "port": 8125,
   "flushInterval": 10000,
-  "percentThreshold": [90, 99],
+  "percentThreshold": [90, 95, 99],
   "deleteIdleStats": false,
+  "deleteGauges": true,
   "graphite": {
     "legacyNamespace": true
   },

@@ -17,18 +17,20 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, TopicPartition
 from confluent_kafka import Consumer as KafkaConsumer
 
 from services.faiss_app.catalog import Catalog
 from services.faiss_app.service import IndexService
 from shared.config import KafkaSettings
 from shared.item_vectors import ItemVectorUpdate, VectorDecodeError, decode
-from shared.kafka import make_consumer, next_offsets, poll_batches
+from shared.kafka import TickingConsumer, make_consumer, next_offsets, poll_batches
 from shared.metrics import Metrics
+from shared.snapshots import version_time
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ BATCH_MAX_MESSAGES = 1000
 BATCH_MAX_WAIT_S = 0.05
 RETRY_S = 1.0  # wait before retrying when there is no snapshot or no topic yet
 METADATA_TIMEOUT_S = 5.0
+MODEL_AGE_EVERY_S = 1.0
 
 
 class UpdateFollower:
@@ -50,6 +53,7 @@ class UpdateFollower:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.malformed = 0
+        self._model_age_at = 0.0
         self.group_id = f"faiss-app-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         service.on_swap(self._wakeup.set)
 
@@ -89,8 +93,12 @@ class UpdateFollower:
                 if catalog is None or not self._assign(consumer, catalog):
                     self._stopping.wait(RETRY_S)
                     continue
+                ticking = TickingConsumer(consumer, self._report_model_age)
                 for batch in poll_batches(
-                    consumer, BATCH_MAX_MESSAGES, BATCH_MAX_WAIT_S, self._wakeup
+                    ticking,  # type: ignore[arg-type]
+                    BATCH_MAX_MESSAGES,
+                    BATCH_MAX_WAIT_S,
+                    self._wakeup,
                 ):
                     if self._service.catalog is not catalog:
                         break  # swapped while polling: re-position on the new catalog
@@ -166,6 +174,24 @@ class UpdateFollower:
         if applied:
             self._metrics.incr("faiss.updates_applied", applied)
             self._metrics.gauge("faiss.index_size", catalog.count)
+            kind, produced_ms = batch[0].timestamp()
+            if kind != TIMESTAMP_NOT_AVAILABLE:
+                self._metrics.timing("faiss.update_lag_ms", time.time() * 1000.0 - produced_ms)
+
+    def _report_model_age(self) -> None:
+        """Called from every poll-loop turn; sends the instance's gauges about once a second."""
+        now = time.monotonic()
+        if now - self._model_age_at < MODEL_AGE_EVERY_S:
+            return
+        self._model_age_at = now
+        catalog = self._service.catalog
+        if catalog is None:
+            return
+        # Re-sent while idle: statsd drops a gauge nobody refreshes (deleteGauges).
+        self._metrics.gauge("faiss.index_size", catalog.count)
+        written = version_time(catalog.serving_version)
+        if written is not None:
+            self._metrics.gauge("faiss.model_age_s", max(0.0, time.time() - written))
 
     def _compact(self, catalog: Catalog) -> None:
         log.info("rebuilding %s: %s", catalog.version, catalog.describe()["dead_labels"])

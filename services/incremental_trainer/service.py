@@ -327,6 +327,10 @@ class Trainer:
         now = time.monotonic()
         if now - self.last_status_at >= STATUS_EVERY_S:
             self.write_status("running")
+            # A counter: when the loop stops, the series reads 0 (a gauge would be re-sent).
+            self.metrics.incr("trainer.heartbeat")
+            self.metrics.gauge("trainer.snapshot_age_s", now - self.last_snapshot_at)
+        self._report_lag()  # also while idle: gauges are dropped by statsd when not re-sent
         if self.dirty and now - self.last_snapshot_at >= self.settings.trainer.snapshot_interval_s:
             self.snapshot("idle")
 

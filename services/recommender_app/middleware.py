@@ -56,5 +56,7 @@ class RequestMetrics:
         status = resp.status_code
         if status >= 400:
             self._metrics.incr(f"api.errors.{status}")
+            if status >= 500:
+                self._metrics.incr("api.server_errors")
         level = logging.WARNING if status >= 500 else logging.DEBUG
         log.log(level, "%s %s -> %s in %.1f ms", req.method, req.path, status, ms)

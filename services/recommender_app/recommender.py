@@ -99,6 +99,8 @@ class Recommender:
             if name is None:
                 name = self._degraded_metrics[dependency] = f"api.degraded.{dependency}"
             metrics.incr(name)
+        if answer.degraded:
+            metrics.incr("api.recommend.degraded")
         return answer
 
     # -- the three paths ----------------------------------------------------------------------
