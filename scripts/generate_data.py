@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from shared.data.loaders import write_interactions_csv
+from shared.data.movielens_writer import write_movielens_100k
 from shared.data.synthetic import SyntheticConfig, generate
 from shared.logs import setup_logging
 from shared.model.cli import INTERACTIONS_FILE, ITEMS_FILE
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=d.noise,
                    help=f"share of events in a random category (default: {d.noise})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default: {d.seed})")
+    p.add_argument("--movielens", action="store_true",
+                   help="write MovieLens 100k files (u.data, u.item: integer ids, ratings, "
+                        "genres as the only item feature) instead of the CSVs")
     return p
 
 
@@ -75,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         interactions, items = generate(cfg)
         args.out.mkdir(parents=True, exist_ok=True)
+        if args.movielens:
+            write_movielens_100k(interactions, items, args.out, seed=args.seed)
+            print(f"wrote {len(interactions)} ratings to {args.out / 'u.data'} and "
+                  f"{len(items)} items to {args.out / 'u.item'}")
+            return 0
         write_interactions_csv(interactions, args.out / INTERACTIONS_FILE)
         items.to_csv(args.out / ITEMS_FILE, index=False)
     except KeyboardInterrupt:

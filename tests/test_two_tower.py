@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from shared import snapshots
-from shared.data import SyntheticConfig, generate, load_items
+from shared.data import SyntheticConfig, generate, load_interactions, load_items
+from shared.data.movielens_writer import write_movielens_100k
 from shared.model.errors import SnapshotFormatError
 from shared.model.two_tower import TwoTowerConfig, fit_two_tower, prepare
 from shared.model.two_tower_cli import catalogue_vectors, movielens_item_file, train_two_tower
@@ -156,3 +157,18 @@ def test_movielens_items_beside_the_ratings_keep_every_genre(tmp_path: Path) -> 
     csv.write_text("item_id,title,category,price,genres\na,Mug,kitchen,3,\nb,Pan,kitchen,4,x|y\n")
     items, _ = load_items(csv)
     assert items["genres"].isna().tolist() == [True, False] and items["genres"][1] == "x|y"
+
+
+def test_synthetic_stream_as_movielens_files_reads_back(tmp_path: Path) -> None:
+    frame, items = generate(SyntheticConfig(n_users=50, n_items=40, n_events=500, seed=8))
+    write_movielens_100k(frame, items, tmp_path)
+    back, _ = load_interactions(tmp_path / "u.data")
+    assert len(back) == len(frame)
+    assert back["event"].value_counts().to_dict() == frame["event"].value_counts().to_dict()
+    assert movielens_item_file(tmp_path / "u.data") == tmp_path / "u.item"
+    read, _ = load_items(tmp_path / "u.item")
+    assert len(read) == len(items)
+    # genres survive (as MovieLens names), titles carry no category
+    assert read["genres"].str.contains("|".join(["Action", "Drama", "Comedy", "Sci-Fi",
+                                                  "War", "Western", "Crime"])).any()
+    assert not read["title"].str.contains("|".join(items["category"].unique())).any()
