@@ -55,8 +55,10 @@ def blend(two_tower: Sequence[T], other: Sequence[T], share: float, k: int) -> l
     used = [0, 0]
     wanted = [quota, k - quota]
     while len(taken) < k:
-        # the source furthest behind its quota goes next (two-tower first on a tie)
-        order = sorted((0, 1), key=lambda s: (used[s] / wanted[s] if wanted[s] else 2.0, s))
+        # the source furthest behind its quota goes next; on a tie the one with more slots
+        # (two-tower when they have as many)
+        order = sorted((0, 1), key=lambda s: (used[s] / wanted[s] if wanted[s] else 2.0,
+                                              -wanted[s], s))
         progressed = False
         for s in order:
             for item in sources[s]:

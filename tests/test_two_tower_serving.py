@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from services.recommender_app.two_tower import TwoTowerModel, update_topic
+from services.recommender_app.two_tower import TwoTowerCandidates, TwoTowerModel, update_topic
 from shared.config import Settings
 from shared.data import SyntheticConfig, generate
 from shared.item_vectors import decode
@@ -84,3 +84,30 @@ def test_put_item_publishes_its_candidate_vector(settings: Settings, tmp_path: P
         np.testing.assert_allclose(update.vector, expected, atol=1e-6)
     finally:
         deps.close()
+
+
+def test_blend_moves_from_two_tower_to_gmf_as_the_seen_list_grows(tmp_path: Path) -> None:
+    write_two_tower(tmp_path)
+    asked: list[tuple[int, list[str]]] = []
+
+    def search(query: np.ndarray, k: int, exclude: list[str], timeout_s: float) -> dict:
+        asked.append((k, list(exclude)))
+        assert query.shape == (8,)
+        return {"results": [{"ids": [f"t{j}" for j in range(k)],
+                             "scores": [1.0 - j / 100 for j in range(k)]}]}
+
+    def popular(n: int, exclude: set[str]) -> list[tuple[str, float]]:
+        return [(f"p{j}", 100.0 - j) for j in range(n)]
+
+    source = TwoTowerCandidates(TwoTowerModel(tmp_path), search, popular,
+                                now_ms=lambda: 1_704_067_200_000)
+    new_user = source.blend("nobody", [], [], 10, 1.0)
+    assert new_user is not None and len(new_user) == 10
+    assert sum(i.startswith("t") for i, _ in new_user) == 5  # half popular for a new user
+    assert sum(i.startswith("p") for i, _ in new_user) == 5
+    gmf = [(f"g{j}", 5.0 - j) for j in range(10)]
+    seen = [f"s{j}" for j in range(30)]
+    known = source.blend("regular", seen, gmf, 10, 1.0)
+    assert known is not None and [i for i, _ in known][:2] == ["g0", "t0"]
+    assert sum(i.startswith("t") for i, _ in known) == 2  # the floor: a fifth
+    assert asked[-1] == (10, seen)  # seen items excluded inside faiss_app
