@@ -9,11 +9,13 @@ import pytest
 
 from services.incremental_trainer.cold_start_replay import RANKERS, replay
 from services.incremental_trainer.learner import Learner, ModelState
+from services.incremental_trainer.stream_slices import SliceScores, TwoTowerRanker
 from shared.cold_start_blend import BlendRule, blend
 from shared.config import ModelSettings, TrainerSettings
 from shared.data import SyntheticConfig, generate
 from shared.data.split import chronological_split
 from shared.evaluation import cold_start
+from shared.events import Interaction
 from shared.model.offline import run_experiment, split_for_evaluation, train, unique_pairs
 from shared.model.training import TrainConfig
 from shared.model.two_tower import TwoTowerConfig
@@ -108,3 +110,31 @@ def test_offline_evaluator_adds_two_tower_and_cold_slices() -> None:
     n_users = report["slices"]["cold_users"]["gmf"]["n"]
     assert 0 < n_users <= report["gmf"]["full"]["n"]
     assert report["training"]["two_tower"]["parameters"] > 0
+
+
+def test_stream_slice_scores_count_hits_only_in_the_slices_an_event_falls_in() -> None:
+    scores = SliceScores(threshold=2)
+    first = Interaction("u1", "a", "view", 1)
+    scores.record("gmf", ["b", "a"], first)  # a and u1 both new: both slices, rank 1
+    for _ in range(2):
+        scores.observe(Interaction("u1", "a", "view", 2))
+    scores.record("gmf", ["a"], Interaction("u2", "a", "view", 3))  # a warm now, u2 cold
+    report = scores.report()
+    assert report["cold_items"]["gmf"] == {"recall_at_10": 1.0,
+                                           "ndcg_at_10": pytest.approx(1 / np.log2(3), abs=1e-5),
+                                           "tested": 1}
+    assert report["cold_users"]["gmf"]["tested"] == 2
+    assert report["cold_users"]["gmf"]["recall_at_10"] == 1.0
+
+
+def test_two_tower_ranker_embeds_new_items_and_leaves_seen_ones_out() -> None:
+    frame, items = generate(SyntheticConfig(n_users=100, n_items=60, n_events=1500, seed=3))
+    metadata = {str(r["item_id"]): r for r in items.to_dict("records")}
+    space = FeatureSpace(id_buckets=1024, user_buckets=1024, category_buckets=64,
+                         token_buckets=512, history=8)
+    encoder, _, _ = train_two_tower(frame, metadata, TwoTowerConfig(dim=8, hidden=16, epochs=1),
+                                    space)
+    ranker = TwoTowerRanker(encoder, metadata, ["i000001", "i000002"], [0, 0])
+    ranker.add(["i000003", "i000001"])
+    ranked = ranker.rank("u000001", ["i000001"], {"i000001"}, 1_704_067_200_000, k=5)
+    assert sorted(ranked) == ["i000002", "i000003"]
