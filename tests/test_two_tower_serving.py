@@ -96,12 +96,10 @@ def test_blend_moves_from_two_tower_to_gmf_as_the_seen_list_grows(tmp_path: Path
         return {"results": [{"ids": [f"t{j}" for j in range(k)],
                              "scores": [1.0 - j / 100 for j in range(k)]}]}
 
-    def popular(n: int, exclude: set[str]) -> list[tuple[str, float]]:
-        return [(f"p{j}", 100.0 - j) for j in range(n)]
-
-    source = TwoTowerCandidates(TwoTowerModel(tmp_path), search, popular,
+    popular = [(f"p{j}", 100.0 - j) for j in range(10)]
+    source = TwoTowerCandidates(TwoTowerModel(tmp_path), search,
                                 now_ms=lambda: 1_704_067_200_000)
-    new_user = source.blend("nobody", [], [], 10, 1.0)
+    new_user = source.blend("nobody", [], popular, 10, 1.0)
     assert new_user is not None and len(new_user) == 10
     assert sum(i.startswith("t") for i, _ in new_user) == 5  # half popular for a new user
     assert sum(i.startswith("p") for i, _ in new_user) == 5

@@ -31,6 +31,7 @@ from services.recommender_app.deps import Deps
 from services.recommender_app.metadata_cache import MetadataCache
 from services.recommender_app.new_items import NewItems, with_new_items
 from services.recommender_app.resilience import Budget, DependencyDown, Guard
+from services.recommender_app.two_tower import TwoTowerCandidates
 from services.recommender_app.user_state import UserStateReader
 from shared.config import RecommenderSettings
 from shared.deleted_items import DeletedItems, drop_deleted
@@ -56,10 +57,12 @@ class Recommender:
     """Answers recommendation requests from the stores and faiss_app within one budget."""
 
     def __init__(self, deps: Deps, settings: RecommenderSettings, guard: Guard,
-                 deleted: DeletedItems | None = None, new_items: NewItems | None = None):
+                 deleted: DeletedItems | None = None, new_items: NewItems | None = None,
+                 two_tower: TwoTowerCandidates | None = None):
         self._deps = deps
         self._deleted = deleted
         self._new_items = new_items
+        self._two_tower = two_tower
         self._budget_s = settings.request_budget_s
         reserve_s = settings.request_budget_s * FALLBACK_SHARE
         self._guard = guard
@@ -109,8 +112,28 @@ class Recommender:
         degraded: set[str] = set()
         state = self.users.load(user_id, budget, degraded)
         found = self.candidates.for_user(state, k, budget, degraded)
+        if self._two_tower is not None:
+            found = self._with_two_tower(user_id, state.seen, found, k, budget, degraded)
         source = "personalized" if found.hits else "popular"
         return self._answer(found, k, set(state.seen), budget, degraded, source)
+
+    def _with_two_tower(self, user_id: str, seen: list[str], found: Candidates, k: int,
+                        budget: Budget, degraded: set[str]) -> Candidates:
+        """GMF's (or, for a user GMF does not know, popular) candidates blended with the
+        two-tower space's, by :class:`shared.cold_start_blend.BlendRule`; as before when the
+        space is not served or not loaded."""
+        two_tower = self._two_tower
+        if two_tower is None or not two_tower.available:
+            return found
+        other = found.hits or self._popular(k, set(seen), budget, degraded)
+        try:
+            blended = self._guard.call(
+                "faiss", budget, lambda t: two_tower.blend(user_id, list(seen), other, k, t),
+                self._budget_s * FALLBACK_SHARE)
+        except DependencyDown:
+            degraded.add("faiss")
+            return found
+        return Candidates(blended, found.model_version) if blended else found
 
     def similar_to(self, item_id: str, k: int, budget: Budget) -> Recommendation:
         degraded: set[str] = set()

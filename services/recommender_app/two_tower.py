@@ -130,40 +130,41 @@ class NewItemVectors:
 
 
 Search = Callable[[np.ndarray, int, list[str], float], dict[str, Any]]
-Popular = Callable[[int, set[str]], list[tuple[str, float]]]
 
 
 class TwoTowerCandidates:
-    """Blends the two-tower space's nearest items into the user's GMF candidates.
+    """Blends the two-tower space's nearest items into the user's other candidates.
 
     ``search(query, k, exclude, timeout_s)`` asks faiss_app's two-tower space (the
-    ``/v1/search`` answer); ``popular(n, exclude)`` gives the popular items that stand in for
-    GMF when the user has no GMF vector, so the blend is the one the evaluator measures
+    ``/v1/search`` answer). The other list is the user's GMF candidates, or popular items
+    when GMF has none for them, so the blend is the one the evaluator measures
     (``services.incremental_trainer.cold_start_replay``).
     """
 
-    def __init__(self, model: TwoTowerModel, search: Search, popular: Popular,
-                 rule: BlendRule | None = None, now_ms: Callable[[], int] | None = None
-                 ) -> None:
+    def __init__(self, model: TwoTowerModel, search: Search, rule: BlendRule | None = None,
+                 now_ms: Callable[[], int] | None = None) -> None:
         self._model = model
         self._search = search
-        self._popular = popular
         self._rule = rule or BlendRule()
         self._now_ms = now_ms or (lambda: int(time.time() * 1000))
 
-    def blend(self, user_id: str, seen: list[str], gmf: list[tuple[str, float]], k: int,
+    @property
+    def available(self) -> bool:
+        return self._model.current() is not None
+
+    def blend(self, user_id: str, seen: list[str], other: list[tuple[str, float]], k: int,
               timeout_s: float) -> list[tuple[str, float]] | None:
-        """The served list (best first), or None when two-tower has nothing to add."""
+        """The served list (best first; each item keeps its own source's score), or None when
+        two-tower has nothing to add."""
         query = self._model.query_vector(user_id, seen, self._now_ms())
         if query is None:
             return None
         answer = self._search(query, k, seen, timeout_s)
-        tower = [(str(i), float(s)) for i, s in zip(answer["results"][0]["ids"],
-                                                    answer["results"][0]["scores"],
+        result = answer["results"][0]
+        tower = [(str(i), float(s)) for i, s in zip(result["ids"], result["scores"],
                                                     strict=True)]
         if not tower:
             return None
-        other = gmf or self._popular(k, set(seen))
         scores = dict(other)
         scores.update(tower)
         order = blend([i for i, _ in tower], [i for i, _ in other],
