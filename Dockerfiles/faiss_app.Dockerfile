@@ -8,7 +8,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 # at build time with --build-arg; nothing is baked into the image.
 ARG PIP_EXTRA_INDEX_URL
 RUN python -m venv /opt/venv
-COPY requirements.txt /tmp/requirements.txt
+# Only what this service imports (tests/test_images.py), pinned as in requirements.txt.
+COPY Dockerfiles/requirements/faiss_app.txt /tmp/requirements.txt
 RUN if [ -n "${PIP_EXTRA_INDEX_URL:-}" ]; then export PIP_EXTRA_INDEX_URL; else unset PIP_EXTRA_INDEX_URL; fi \
  && /opt/venv/bin/pip install -r /tmp/requirements.txt
 

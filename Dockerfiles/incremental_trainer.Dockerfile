@@ -9,8 +9,15 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 # at build time with --build-arg; nothing is baked into the image.
 ARG PIP_EXTRA_INDEX_URL
 RUN python -m venv /opt/venv
-COPY requirements.txt /tmp/requirements.txt
+# Only what this service imports (tests/test_images.py), pinned as in requirements.txt.
+COPY Dockerfiles/requirements/incremental_trainer.txt /tmp/requirements.txt
+# torch from the PyTorch CPU wheel index: the default index's Linux wheel pulls the CUDA
+# libraries (several GB) that this CPU-only trainer never uses. The version is the one pinned in
+# the requirements file (2.13.0 is satisfied by 2.13.0+cpu); a mirror can be given with
+# --build-arg TORCH_INDEX_URL=...
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN if [ -n "${PIP_EXTRA_INDEX_URL:-}" ]; then export PIP_EXTRA_INDEX_URL; else unset PIP_EXTRA_INDEX_URL; fi \
+ && /opt/venv/bin/pip install --index-url "${TORCH_INDEX_URL}" "$(grep '^torch==' /tmp/requirements.txt)" \
  && /opt/venv/bin/pip install -r /tmp/requirements.txt
 
 FROM python:3.11-slim

@@ -7,7 +7,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 # at build time with --build-arg; nothing is baked into the image.
 ARG PIP_EXTRA_INDEX_URL
 RUN python -m venv /opt/venv
-COPY requirements.txt /tmp/requirements.txt
+# Only what this service imports (tests/test_images.py), pinned as in requirements.txt.
+COPY Dockerfiles/requirements/recommender_app.txt /tmp/requirements.txt
 RUN if [ -n "${PIP_EXTRA_INDEX_URL:-}" ]; then export PIP_EXTRA_INDEX_URL; else unset PIP_EXTRA_INDEX_URL; fi \
  && /opt/venv/bin/pip install -r /tmp/requirements.txt
 
@@ -27,4 +28,7 @@ EXPOSE 8080
 # Liveness only (/healthz): /readyz also checks the dependencies and belongs to the load balancer.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["python", "/usr/local/bin/recsys-healthcheck", "http", "RECSYS_RECOMMENDER_PORT", "8080", "/healthz"]
-CMD ["sh", "-c", "exec gunicorn --bind 0.0.0.0:${RECSYS_RECOMMENDER_PORT} --workers ${WEB_CONCURRENCY:-4} --timeout 30 --graceful-timeout 20 --access-logfile - services.recommender_app.wsgi:app"]
+# services/recommender_app/gunicorn.conf.py validates the settings in the master (one line and
+# exit 2 on a bad one), binds RECSYS_RECOMMENDER_PORT and logs JSON lines (access log included);
+# workers: WEB_CONCURRENCY.
+CMD ["gunicorn", "-c", "services/recommender_app/gunicorn.conf.py", "--access-logfile", "-", "services.recommender_app.wsgi:app"]

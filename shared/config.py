@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -244,17 +244,22 @@ def load_section(cls: type[C], env: Mapping[str, str], problems: list[str] | Non
     return cls(**values)
 
 
-def production_problems(settings: DataclassInstance) -> list[str]:
-    """Secrets in ``settings`` (a :class:`Settings`) left empty or at their default."""
+def production_problems(
+    settings: DataclassInstance, secrets: Collection[str] | None = None
+) -> list[str]:
+    """Secrets in ``settings`` (a :class:`Settings`) left empty or at their default.
+
+    ``secrets`` names the variables this process uses (default: every secret).
+    """
     problems: list[str] = []
     for section in dataclasses.fields(settings):
         values = getattr(settings, section.name)
         for f in dataclasses.fields(values):
-            if not f.metadata.get("secret"):
+            var = f.metadata["env"]
+            if not f.metadata.get("secret") or (secrets is not None and var not in secrets):
                 continue
             value = getattr(values, f.name)
             keys = value if isinstance(value, tuple) else (value,)
-            var = f.metadata["env"]
             if not keys or not all(keys):
                 problems.append(f"{var}: expects a secret in production (it is empty)")
             elif value == f.default:
@@ -452,11 +457,14 @@ class Settings:
     logging: LogSettings = field(default_factory=LogSettings)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, secrets: Collection[str] | None = None
+    ) -> Settings:
         """Read every section from ``env`` (default: ``os.environ``).
 
         Raises :class:`ConfigError` listing every bad variable (and, in production, every
-        secret left empty or at its default).
+        secret left empty or at its default; ``secrets``: only those variables, the ones the
+        calling service uses, default all).
         """
         source = os.environ if env is None else env
         problems: list[str] = []
@@ -468,7 +476,7 @@ class Settings:
             }
         )
         if settings.access.production:
-            problems += production_problems(settings)
+            problems += production_problems(settings, secrets)
         if problems:
             raise ConfigError(problems)
         return settings

@@ -8,7 +8,7 @@ bad usage), so a supervisor or a CI job can tell it from a crash.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import NoReturn
 
 from shared.config import ConfigError, Settings
@@ -22,9 +22,19 @@ def config_error_exit(service: str, error: ConfigError) -> NoReturn:
     raise SystemExit(CONFIG_ERROR_EXIT)
 
 
+# The secrets each service uses: in production only these must be set (a service is not handed
+# secrets it does not need, e.g. the trainer gets no API keys).
+SERVICE_SECRETS: dict[str, tuple[str, ...]] = {
+    "recommender_app": ("RECSYS_API_KEYS",),
+    "faiss_app": ("RECSYS_FAISS_ADMIN_TOKEN",),
+}
+
+
 def load_settings(service: str, env: Mapping[str, str] | None = None) -> Settings:
-    """``Settings.from_env(env)``; on a configuration error, :func:`config_error_exit`."""
+    """``Settings.from_env(env)`` checking ``service``'s secrets (:data:`SERVICE_SECRETS`;
+    none for other programs); on a configuration error, :func:`config_error_exit`."""
+    secrets: Collection[str] = SERVICE_SECRETS.get(service, ())
     try:
-        return Settings.from_env(env)
+        return Settings.from_env(env, secrets=secrets)
     except ConfigError as exc:
         config_error_exit(service, exc)

@@ -6,6 +6,7 @@ the settings in ``shared.config`` and the metric catalogue in ``shared.metrics``
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import http.server
 import importlib.util
@@ -28,6 +29,7 @@ import yaml
 
 from shared.config import ConfigError, Settings, environment_variables
 from shared.metrics import CATALOGUE, MetricSpec, UnknownMetricError, spec_for
+from shared.startup import SERVICE_SECRETS
 
 INSTANCE = "{instance}"
 
@@ -75,8 +77,14 @@ def load_compose() -> dict[str, Any]:
 _INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
 
+# Variables the stack requires (``${NAME:?message}``): the operator must set them, with the
+# value these tests use. Anything else without a default is a mistake.
+REQUIRED_VARIABLES = {"IMAGE_TAG": "2026-11-23-test"}
+
+
 def interpolate(value: str) -> str:
-    """Resolve compose's ``${VAR:-default}`` with the default (no variables set) and ``$$``."""
+    """Resolve compose's ``${VAR:-default}`` with the default (no variables set), required
+    ``${VAR:?message}`` from :data:`REQUIRED_VARIABLES`, and ``$$``."""
 
     def sub(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
@@ -84,6 +92,8 @@ def interpolate(value: str) -> str:
         name, op, default = match.group(1), match.group(2), match.group(3)
         if op in (":-", "-"):
             return default
+        if op in (":?", "?") and name in REQUIRED_VARIABLES:
+            return REQUIRED_VARIABLES[name]
         raise AssertionError(f"${{{name}}} has no default: the stack would not start without it")
 
     return _INTERPOLATION.sub(sub, value)
@@ -291,8 +301,18 @@ def test_compose_parses_and_has_every_service() -> None:
     assert set(compose["services"]) == EXPECTED_SERVICES
 
 
+def secret_variables() -> set[str]:
+    return {
+        f.metadata["env"]
+        for section in dataclasses.fields(Settings)
+        for f in dataclasses.fields(section.default_factory)  # type: ignore[arg-type]
+        if f.metadata.get("secret")
+    }
+
+
 def test_compose_recsys_variables_are_settings() -> None:
     known = set(environment_variables()) | set(NON_CONFIG_RECSYS)
+    known |= {f"{name}_FILE" for name in secret_variables()}
     for name, service in load_compose()["services"].items():
         unknown = {k for k in service_env(service) if k.startswith("RECSYS_")} - known
         assert not unknown, f"{name} sets variables shared/config.py does not read: {unknown}"
@@ -339,15 +359,101 @@ def test_trainer_writes_the_heartbeat_file_its_healthcheck_reads() -> None:
     assert "heartbeat_file" in trainer
 
 
+# compose service → the program it runs (shared.startup.SERVICE_SECRETS keys)
+PROGRAMS = {
+    "faiss-app": "faiss_app",
+    "recommender-app": "recommender_app",
+    "incremental-trainer": "incremental_trainer",
+    "model-init": "initial_training",
+}
+
+
+def with_secret_files(env: dict[str, str], folder: Path, value: str) -> dict[str, str]:
+    """``env`` with every ``*_FILE`` pointing at a file in ``folder`` that holds ``value``."""
+    changed = dict(env)
+    for name, path in env.items():
+        if name.endswith("_FILE") and path.startswith("/run/secrets/"):
+            local = folder / path.rsplit("/", 1)[1]
+            local.write_text(value + "\n")
+            changed[name] = str(local)
+    return changed
+
+
 @pytest.mark.parametrize("name", sorted(set(APP_SERVICES) | {"model-init"}))
-def test_compose_settings_load_without_config_error(name: str) -> None:
-    env = service_env(load_compose()["services"][name])
+def test_compose_settings_load_without_config_error(name: str, tmp_path: Path) -> None:
+    env = with_secret_files(service_env(load_compose()["services"][name]), tmp_path, "s" * 32)
+    assert env["RECSYS_ENV"] == "production"
     try:
-        settings = Settings.from_env(env)
+        settings = Settings.from_env(env, secrets=SERVICE_SECRETS.get(PROGRAMS[name], ()))
     except ConfigError as exc:  # pragma: no cover - the failure message is the point
         pytest.fail(f"{name}: {exc}")
-    assert settings.statsd.enabled
+    assert settings.statsd.enabled and settings.access.production
     assert str(settings.model.models_dir) == "/app/models"
+
+
+@pytest.mark.parametrize("name", sorted(set(APP_SERVICES)))
+def test_compose_production_refuses_the_default_secret(name: str, tmp_path: Path) -> None:
+    env = with_secret_files(service_env(load_compose()["services"][name]), tmp_path, "")
+    needed = SERVICE_SECRETS.get(PROGRAMS[name], ())
+    if not needed:
+        return
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env, secrets=needed)
+    assert all(variable in str(caught.value) for variable in needed)
+
+
+def test_compose_hands_each_service_its_secrets_as_files() -> None:
+    compose = load_compose()
+    declared = compose["secrets"]
+    for name, service in compose["services"].items():
+        env = service_env(service)
+        secret_files = {f"{v}_FILE" for v in secret_variables()}
+        files = {k: v for k, v in env.items() if k in secret_files or k.endswith("__FILE")}
+        program = PROGRAMS.get(name)
+        wanted = {f"{v}_FILE" for v in SERVICE_SECRETS.get(program or "", ())}
+        assert wanted <= set(files), f"{name} lacks {wanted - set(files)}"
+        for variable, path in files.items():
+            secret = path.removeprefix("/run/secrets/")
+            assert path.startswith("/run/secrets/") and secret in service.get("secrets", [])
+            assert secret in declared, secret
+            source = declared[secret]["environment"]
+            if variable.startswith("RECSYS_"):
+                assert source == variable.removesuffix("_FILE"), (variable, source)
+        # No secret as a plain value in the file (dev defaults included).
+        for variable in secret_variables():
+            assert variable not in env, f"{name} sets {variable} in plain text"
+    grafana = service_env(compose["services"]["grafana"])
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert declared["grafana_admin_password"]["environment"] == "GRAFANA_ADMIN_PASSWORD"
+
+
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)([KMG])$")
+
+
+def test_every_service_has_cpu_and_memory_limits() -> None:
+    for name, service in load_compose()["services"].items():
+        limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
+        cpus, memory = interpolate(str(limits.get("cpus"))), interpolate(str(limits.get("memory")))
+        assert 0 < float(cpus) <= 8, f"{name}: cpus {cpus}"
+        match = _MEMORY.match(memory)
+        assert match and float(match.group(1)) > 0, f"{name}: memory {memory}"
+
+
+def test_redis_is_bounded_and_cannot_evict_platform_data() -> None:
+    command = [interpolate(str(w)) for w in load_compose()["services"]["redis"]["command"]]
+    assert "--maxmemory" in command
+    maxmemory = command[command.index("--maxmemory") + 1]
+    assert re.fullmatch(r"\d+(mb|gb)", maxmemory), maxmemory
+    policy = command[command.index("--maxmemory-policy") + 1]
+    # allkeys-* would drop seen lists, popularity and query vectors; volatile-* only evicts keys
+    # with a TTL, and the platform writes none (checked below).
+    assert policy == "noeviction" or policy.startswith("volatile-"), policy
+    writers = "\n".join(p.read_text() for p in (REPO / "shared").rglob("*.py"))
+    writers += "\n".join(p.read_text() for p in (REPO / "services").rglob("*.py"))
+    assert not re.search(r"\.(expire|pexpire|setex|psetex)\(|\bex=|\bpx=", writers)
+    memory = load_compose()["services"]["redis"]["deploy"]["resources"]["limits"]["memory"]
+    assert int(maxmemory[:-2]) < int(interpolate(memory)[:-1])  # both in MB here
 
 
 def test_compose_hosts_name_compose_services() -> None:
@@ -451,6 +557,8 @@ def test_compose_long_running_services_restart_and_have_healthchecks() -> None:
 def test_compose_images_are_pinned() -> None:
     for name, service in load_compose()["services"].items():
         if "build" in service:
+            # The project's own images: IMAGE_TAG is required, never latest.
+            assert service["image"].endswith(":${IMAGE_TAG:?set IMAGE_TAG, the tag of the images built here}"), name
             continue
         image = service["image"]
         repository, _, tag = image.rpartition(":")
@@ -490,8 +598,13 @@ def test_no_registry_hosts_or_machine_paths_in_deploy_files() -> None:
     files = [COMPOSE_FILE, REPO / ".dockerignore", *(REPO / p for p in DOCKERFILES)]
     files += sorted(p for p in (REPO / "grafana").rglob("*.*") if "node_modules" not in p.parts)
     services = set(load_compose()["services"])
+    torch_dockerfile = REPO / APP_SERVICES["incremental-trainer"]
     for path in files:
         text = path.read_text()
+        if path == torch_dockerfile:
+            # The one index the images need: PyTorch's CPU wheels (see the test below).
+            text = text.replace(f"ARG TORCH_INDEX_URL={TORCH_CPU_INDEX}", "")
+            text = text.replace('--index-url "${TORCH_INDEX_URL}"', "")
         assert "index-url" not in text.lower().replace("pip_extra_index_url", ""), path
         # URLs only to loopback or to a service on the compose network, never to a registry.
         for host in re.findall(r"https?://([A-Za-z0-9_.\-]+)", text):
@@ -500,6 +613,27 @@ def test_no_registry_hosts_or_machine_paths_in_deploy_files() -> None:
 
 
 # ---------------------------------------------------------------------- Dockerfiles
+
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def test_trainer_image_takes_torch_from_the_cpu_wheel_index() -> None:
+    instructions = dockerfile_instructions(REPO / APP_SERVICES["incremental-trainer"])
+    args = [a for k, a in instructions if k == "ARG"]
+    assert f"TORCH_INDEX_URL={TORCH_CPU_INDEX}" in args
+    runs = " ".join(a for k, a in instructions if k == "RUN")
+    torch_first = runs.index('--index-url "${TORCH_INDEX_URL}"')
+    assert torch_first < runs.index("pip install -r /tmp/requirements.txt")
+    for name in ("faiss-app", "recommender-app"):
+        steps = " ".join(a for _k, a in dockerfile_instructions(REPO / APP_SERVICES[name]))
+        assert "torch" not in steps.lower(), name
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_dockerfile_installs_its_own_requirements_file(dockerfile: str) -> None:
+    image = Path(dockerfile).name.removesuffix(".Dockerfile")
+    copies = [a for k, a in dockerfile_instructions(REPO / dockerfile) if k == "COPY"]
+    assert f"Dockerfiles/requirements/{image}.txt /tmp/requirements.txt" in copies
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from shared.config import SECRET_MIN_LENGTH, ConfigError, Settings
+from shared.startup import SERVICE_SECRETS, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = ("faiss_app", "recommender_app", "incremental_trainer")
@@ -145,19 +146,32 @@ def test_entry_point_bad_settings_print_one_line_and_exit_2(service: str) -> Non
     assert all(variable in lines[0] for variable in BAD_ENV)
 
 
-@pytest.mark.parametrize("service", ["faiss_app", "recommender_app"])
-def test_gunicorn_refuses_a_default_secret_in_production_before_any_worker(service: str) -> None:
+@pytest.mark.parametrize(
+    ("service", "secret"),
+    [("faiss_app", "RECSYS_FAISS_ADMIN_TOKEN"), ("recommender_app", "RECSYS_API_KEYS")],
+)
+def test_gunicorn_refuses_a_default_secret_in_production_before_any_worker(
+    service: str, secret: str
+) -> None:
     done = run(
         [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            f"services/{service}/gunicorn.conf.py",
+            sys.executable, "-m", "gunicorn",
+            "-c", f"services/{service}/gunicorn.conf.py",
             f"services.{service}.wsgi:app",
         ],
-        {"RECSYS_ENV": "production", "RECSYS_API_KEYS": GOOD_KEY},
-    )
+        {"RECSYS_ENV": "production"},
+        timeout=30,
+    )  # fmt: skip
     assert done.returncode == 2
-    assert "RECSYS_FAISS_ADMIN_TOKEN" in done.stderr
-    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert secret in line and "Traceback" not in done.stderr
+    assert SERVICE_SECRETS[service] == (secret,)  # and no other service's secret is asked for
+
+
+def test_each_service_checks_only_its_own_secrets_in_production() -> None:
+    env = {"RECSYS_ENV": "production", "RECSYS_API_KEYS": GOOD_KEY}
+    assert load_settings("recommender_app", env).access.api_keys == (GOOD_KEY,)
+    with pytest.raises(SystemExit) as exited:
+        load_settings("faiss_app", env)  # its admin token is still the default
+    assert exited.value.code == 2
+    assert load_settings("incremental_trainer", {"RECSYS_ENV": "production"}).access.production
