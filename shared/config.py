@@ -441,6 +441,39 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class RankingSettings:
+    """The ranking stage (shared/ranking): candidate sources, their stores, ranker, rerank."""
+
+    enabled: bool = setting("RANKING_ENABLED", True, _parse_bool)
+    trending_half_life_s: float = setting(
+        "RANKING_TRENDING_HALF_LIFE_S", 3600.0, _parse_positive_float
+    )
+    co_engagement_half_life_s: float = setting(
+        "RANKING_CO_ENGAGEMENT_HALF_LIFE_S", 7 * 86400.0, _parse_positive_float
+    )
+    co_engagement_per_item: int = setting(
+        "RANKING_CO_ENGAGEMENT_PER_ITEM", 50, _parse_positive_int
+    )
+    list_length: int = setting("RANKING_LIST_LENGTH", 200, _parse_positive_int)
+    new_items_kept: int = setting("RANKING_NEW_ITEMS_KEPT", 200, _parse_positive_int)
+    gmf_candidates: int = setting("RANKING_GMF_CANDIDATES", 100, _parse_positive_int)
+    co_engagement_candidates: int = setting(
+        "RANKING_CO_ENGAGEMENT_CANDIDATES", 50, _parse_positive_int
+    )
+    trending_candidates: int = setting("RANKING_TRENDING_CANDIDATES", 30, _parse_positive_int)
+    popular_candidates: int = setting("RANKING_POPULAR_CANDIDATES", 30, _parse_positive_int)
+    new_item_candidates: int = setting("RANKING_NEW_ITEM_CANDIDATES", 20, _parse_positive_int)
+    max_per_category: int = setting("RANKING_MAX_PER_CATEGORY", 0, _parse_non_negative_int)
+    lists_cache_s: float = setting("RANKING_LISTS_CACHE_S", 1.0, _parse_non_negative_float)
+    ranker_learning_rate: float = setting(
+        "RANKING_RANKER_LEARNING_RATE", 0.05, _parse_positive_float
+    )
+    ranker_publish_interval_s: float = setting(
+        "RANKING_RANKER_PUBLISH_INTERVAL_S", 10.0, _parse_positive_float
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings, one frozen section per concern."""
 
@@ -455,6 +488,7 @@ class Settings:
     catalogue: CatalogueSettings = field(default_factory=CatalogueSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
     logging: LogSettings = field(default_factory=LogSettings)
+    ranking: RankingSettings = field(default_factory=RankingSettings)
 
     @classmethod
     def from_env(

@@ -113,15 +113,24 @@ return #ARGV / 2 - 1
 
 
 def queue_popularity(
-    pipe: Pipeline, weights: Mapping[str, float], ts_ms: int, half_life_s: float
+    pipe: Pipeline,
+    weights: Mapping[str, float],
+    ts_ms: int,
+    half_life_s: float,
+    key: str = POPULAR_KEY,
+    ref_key: str = POPULAR_REF_KEY,
 ) -> None:
-    """Queue on ``pipe`` the decayed popularity bump of :func:`bump_popularity`."""
+    """Queue on ``pipe`` the decayed popularity bump of :func:`bump_popularity`.
+
+    ``key``/``ref_key`` name the sorted set and its reference time (another half-life, e.g.
+    the ranking stage's ``trending``, is another pair).
+    """
     if not weights:
         return
     args: list[EncodableT] = [repr(ts_ms / 1000.0), repr(half_life_s), _RESCALE_AFTER_HALF_LIVES]
     for item_id, weight in weights.items():
         args.extend((item_id, repr(float(weight))))
-    pipe.eval(_BUMP_POPULARITY, 2, POPULAR_KEY, POPULAR_REF_KEY, *args)
+    pipe.eval(_BUMP_POPULARITY, 2, key, ref_key, *args)
 
 
 def bump_popularity(
