@@ -67,7 +67,7 @@ _SPECS = [
     MetricSpec(
         "trainer.stage_ms.{stage}",
         "timer",
-        "one batch's time in a stage (evaluate, learn, redis, item_vectors)",
+        "one batch's time in a stage (evaluate, learn, redis, item_vectors, ranking)",
     ),
     MetricSpec(
         "trainer.users_backlog.{instance}", "gauge", "user vectors not yet written to MongoDB"

@@ -51,6 +51,7 @@ from services.incremental_trainer.publisher import (
     StatePublisher,
     VectorPublisher,
 )
+from services.incremental_trainer.ranking_signals import TrainerRankingStage
 from services.incremental_trainer.status import StatusFile
 from services.incremental_trainer.user_writer import UserVectorWriter
 from shared.config import Settings
@@ -66,6 +67,7 @@ from shared.kafka import (
 )
 from shared.metrics import Metrics
 from shared.model.checkpoint import save_snapshot
+from shared.ranking.stores import store_limits
 from shared.storage import mongo, redis_store
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ INTERACTIONS = "interactions"
 ITEM_VECTORS = "item-vectors"
 STATUS_EVERY_S = 1.0
 # Where a batch's time goes (Trainer.stage_s); MongoDB is the write-behind thread's busy time.
-STAGES = ("consume", "evaluate", "learn", "redis", "item_vectors")
+STAGES = ("consume", "evaluate", "learn", "redis", "item_vectors", "ranking")
 # Manifest metric: MongoDB users owed writes when the snapshot was taken (restart catches up).
 USERS_BEHIND = "mongo_users_behind"
 USERS_FLUSH_TIMEOUT_S = 20.0
@@ -183,6 +185,18 @@ class Trainer:
         # Seconds per stage since start: where a batch's time goes (bench_trainer reports it).
         self.stage_s: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self.consumer = make_consumer(kafka, kafka.trainer_group_id)
+        self.ranking = (
+            TrainerRankingStage(
+                self.learner,
+                redis_store.connect(settings.redis),
+                settings.ranking,
+                store_limits(settings.ranking, settings.redis.popularity_half_life_s),
+                self.models_dir,
+                settings.model.seed,
+            )
+            if settings.ranking.enabled
+            else None
+        )
         status_path = settings.trainer.status_file or str(self.models_dir / "trainer_status.json")
         self.status = StatusFile(Path(status_path))
         self.heartbeat = (
@@ -375,13 +389,20 @@ class Trainer:
             stage_s["item_vectors"] += time.perf_counter() - shared_started
         seen_started = time.perf_counter()
         self._load_seen([e.user_id for e in events])
+        ranking_started = time.perf_counter()
+        stage_s["redis"] += ranking_started - seen_started
+        fresh = self.ranking.before_learning(events) if self.ranking else set()
         learn_started = time.perf_counter()
-        stage_s["redis"] += learn_started - seen_started
+        stage_s["ranking"] += learn_started - ranking_started
         result = self.learner.learn(events)
         publish_started = time.perf_counter()
         stage_s["evaluate"] += result.evaluate_s
         stage_s["learn"] += publish_started - learn_started - result.evaluate_s
         self.publish(result)
+        if self.ranking:
+            signals_started = time.perf_counter()
+            self.ranking.after_publishing(events, fresh)
+            stage_s["ranking"] += time.perf_counter() - signals_started
         done_ms = self.clock() * 1000.0
         self.positions.update(new_positions)
 
@@ -424,6 +445,8 @@ class Trainer:
         self._known_users.update(fresh)
         for user_id, items in self.state.load_seen(fresh).items():
             self.learner.remember_seen(user_id, items)
+            if self.ranking:
+                self.ranking.seed(user_id, items)
 
     def publish(self, result: BatchResult) -> None:
         """Hand the batch's effects to the outputs; only Redis is written before returning.
@@ -496,6 +519,8 @@ class Trainer:
         state.version = version
         state.metrics[USERS_BEHIND] = self.users.behind
         self.snapshot_positions = positions
+        if self.ranking:
+            self.ranking.snapshot()
         self.commit(positions)
         self.last_snapshot_at = time.monotonic()
         self.last_snapshot = {"version": version, "at": self.clock(), "reason": reason}
