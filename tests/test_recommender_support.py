@@ -108,9 +108,16 @@ def seed(settings: Settings, world: World) -> None:
     r.close()
 
 
-def api_settings(settings: Settings, faiss_url: str, **recommender: object) -> Settings:
-    """Generous timeouts: the machine is shared, and a slow answer must not read as an outage."""
+def api_settings(
+    settings: Settings, faiss_url: str, ranking: bool = False, **recommender: object
+) -> Settings:
+    """Generous timeouts: the machine is shared, and a slow answer must not read as an outage.
+
+    ``ranking`` switches the ranking stage on; off, ``/recommend?user_id=`` answers GMF's exact
+    top k, which is what most API tests pin (tests/test_recommender_ranking.py covers it on).
+    """
     settings = replace(settings, "faiss", url=faiss_url, timeout_s=2.0)
+    settings = replace(settings, "ranking", enabled=ranking)
     return replace(settings, "recommender", **{"request_budget_s": 3.0, **recommender})
 
 

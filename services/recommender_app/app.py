@@ -19,6 +19,7 @@ from services.recommender_app.errors import add_error_handlers
 from services.recommender_app.health import Readiness
 from services.recommender_app.middleware import BodyLimit, RequestMetrics
 from services.recommender_app.publisher import EventPublisher
+from services.recommender_app.ranking import ServingRanking
 from services.recommender_app.recommender import Recommender
 from services.recommender_app.resilience import Guard
 from services.recommender_app.resources import (
@@ -92,7 +93,12 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
     catalogue = CatalogueApi(settings, deps, NewItemVectors(
         two_tower, deps.producer, settings.kafka.item_vectors_topic,
         settings.catalogue.tombstone_timeout_s))
-    recommender = Recommender(deps, rec, guard, catalogue.deleted, catalogue.new_items)
+    ranking = (
+        ServingRanking(deps.redis, settings.ranking, guard) if settings.ranking.enabled else None
+    )
+    recommender = Recommender(
+        deps, rec, guard, catalogue.deleted, catalogue.new_items, ranking=ranking
+    )
     app.add_route("/recommend", RecommendResource(recommender, rec))
     app.add_route("/events", EventsResource(publisher, rec, deps.metrics, deps.now_ms))
     app.add_route("/healthz", HealthResource())

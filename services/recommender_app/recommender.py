@@ -11,6 +11,13 @@
 4. metadata — in-process cache, Redis, MongoDB: :mod:`services.recommender_app.catalog`;
 5. answer — items, ``source``, ``model_version``, ``degraded``.
 
+With the ranking stage on (``RECSYS_RANKING_ENABLED``, :mod:`services.recommender_app.ranking`),
+step 2 asks faiss_app for ``RECSYS_RANKING_GMF_CANDIDATES`` items and the shared pipeline ranks
+them with the other candidate sources before step 3. ``exclude`` ids are never served;
+``category`` keeps only items of that category (by their metadata), and then the list is not
+filled with popular items of other categories; ``explain`` adds each item's sources and top
+feature contributions.
+
 Sources: personalized (``user_id``), similar (``item_id``; the item itself is never in the
 answer), popular (no id, an unknown user or item, or the model path failed). A dependency that
 fails only removes what it would have contributed and is named in ``degraded``; nothing here
@@ -30,11 +37,14 @@ from services.recommender_app.catalog import Catalog
 from services.recommender_app.deps import Deps
 from services.recommender_app.metadata_cache import MetadataCache
 from services.recommender_app.new_items import NewItems, with_new_items
+from services.recommender_app.ranking import ServingRanking
 from services.recommender_app.resilience import Budget, DependencyDown, Guard
 from services.recommender_app.two_tower import TwoTowerCandidates
 from services.recommender_app.user_state import UserStateReader
 from shared.config import RecommenderSettings
 from shared.deleted_items import DeletedItems, drop_deleted
+from shared.ranking.candidates import UserContext
+from shared.ranking.pipeline import explanation
 from shared.storage import redis_store
 
 log = logging.getLogger(__name__)
@@ -43,6 +53,20 @@ log = logging.getLogger(__name__)
 # and the metadata that follow it.
 FALLBACK_SHARE = 0.25
 SOURCES = ("personalized", "similar", "popular")
+# With a category filter, popular items fetched per item wanted (most are of other categories).
+CATEGORY_OVERFETCH = 10
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Request filters: ids never to serve, a category to keep, per-item explanations."""
+
+    exclude: frozenset[str] = frozenset()
+    category: str | None = None
+    explain: bool = False
+
+
+NO_FILTERS = Filters()
 
 
 @dataclass(frozen=True)
@@ -51,6 +75,7 @@ class Recommendation:
     source: str  # personalized | similar | popular
     model_version: str | None
     degraded: tuple[str, ...]  # names of the dependencies that failed, sorted
+    ranker_version: str | None = None  # the ranker that ordered a personalized answer
 
 
 class Recommender:
@@ -58,8 +83,10 @@ class Recommender:
 
     def __init__(self, deps: Deps, settings: RecommenderSettings, guard: Guard,
                  deleted: DeletedItems | None = None, new_items: NewItems | None = None,
-                 two_tower: TwoTowerCandidates | None = None):
+                 two_tower: TwoTowerCandidates | None = None,
+                 ranking: ServingRanking | None = None):
         self._deps = deps
+        self._ranking = ranking
         self._deleted = deleted
         self._new_items = new_items
         self._two_tower = two_tower
@@ -82,17 +109,21 @@ class Recommender:
         self._degraded_metrics: dict[str, str] = {}
 
     def recommend(
-        self, k: int, user_id: str | None = None, item_id: str | None = None
+        self,
+        k: int,
+        user_id: str | None = None,
+        item_id: str | None = None,
+        filters: Filters = NO_FILTERS,
     ) -> Recommendation:
         """Dispatch on the id given (at most one) and record the per-source metrics."""
         started = time.perf_counter()
         budget = Budget(self._budget_s, self._deps.clock)
         if user_id is not None:
-            answer = self.for_user(user_id, k, budget)
+            answer = self.for_user(user_id, k, budget, filters)
         elif item_id is not None:
-            answer = self.similar_to(item_id, k, budget)
+            answer = self.similar_to(item_id, k, budget, filters)
         else:
-            answer = self.popular(k, budget)
+            answer = self.popular(k, budget, filters)
         metrics = self._deps.metrics
         count_name, timer_name = self._source_metrics[answer.source]
         metrics.incr(count_name)
@@ -108,14 +139,23 @@ class Recommender:
 
     # -- the three paths ----------------------------------------------------------------------
 
-    def for_user(self, user_id: str, k: int, budget: Budget) -> Recommendation:
+    def for_user(
+        self, user_id: str, k: int, budget: Budget, filters: Filters = NO_FILTERS
+    ) -> Recommendation:
         degraded: set[str] = set()
         state = self.users.load(user_id, budget, degraded)
-        found = self.candidates.for_user(state, k, budget, degraded)
+        wanted = k if self._ranking is None else max(k, self._ranking.gmf_candidates)
+        found = self.candidates.for_user(state, wanted, budget, degraded)
+        if self._ranking is not None and (found.hits or state.seen):
+            # Something personal to rank from. A user without a vector or a history takes the
+            # path below (popular items, or the two-tower blend when that space is served); the
+            # two-tower space is not yet one of the ranking stage's sources.
+            return self._ranked(self._ranking, state.user_id, state.seen, found, k, budget,
+                                degraded, filters)
         if self._two_tower is not None:
             found = self._with_two_tower(user_id, state.seen, found, k, budget, degraded)
         source = "personalized" if found.hits else "popular"
-        return self._answer(found, k, set(state.seen), budget, degraded, source)
+        return self._answer(found, k, set(state.seen), budget, degraded, source, filters)
 
     def _with_two_tower(self, user_id: str, seen: list[str], found: Candidates, k: int,
                         budget: Budget, degraded: set[str]) -> Candidates:
@@ -135,16 +175,60 @@ class Recommender:
             return found
         return Candidates(blended, found.model_version) if blended else found
 
-    def similar_to(self, item_id: str, k: int, budget: Budget) -> Recommendation:
+    def similar_to(
+        self, item_id: str, k: int, budget: Budget, filters: Filters = NO_FILTERS
+    ) -> Recommendation:
         degraded: set[str] = set()
         found = self.candidates.similar_to(item_id, k, budget, degraded)
         if not found.hits:
             found = Candidates()  # popular: no model version to name
         source = "similar" if found.hits else "popular"
-        return self._answer(found, k, {item_id}, budget, degraded, source)
+        return self._answer(found, k, {item_id}, budget, degraded, source, filters)
 
-    def popular(self, k: int, budget: Budget) -> Recommendation:
-        return self._answer(Candidates(), k, set(), budget, set(), "popular")
+    def popular(self, k: int, budget: Budget, filters: Filters = NO_FILTERS) -> Recommendation:
+        return self._answer(Candidates(), k, set(), budget, set(), "popular", filters)
+
+    def _ranked(
+        self,
+        stage: ServingRanking,
+        user_id: str,
+        seen: list[str],
+        found: Candidates,
+        k: int,
+        budget: Budget,
+        degraded: set[str],
+        filters: Filters,
+    ) -> Recommendation:
+        """The model's candidates ranked with the other sources (shared.ranking)."""
+
+        def categories(ids: Sequence[str]) -> dict[str, str]:
+            known = self.catalog.metadata(list(ids), budget, degraded)
+            return {i: str(m["category"]) for i, m in known.items() if m.get("category")}
+
+        # Metadata of every candidate costs a lookup: only when a rule needs categories.
+        needs_categories = filters.category is not None or stage.max_per_category > 0
+        deleted = self._deleted.current() if self._deleted is not None else frozenset()
+        ranking = stage.rank(
+            UserContext.of(user_id, seen),
+            found.hits,
+            k,
+            budget,
+            self._deps.now_ms(),
+            exclude=filters.exclude | deleted,
+            category=filters.category,
+            categories=categories if needs_categories else None,
+            explain=filters.explain,
+        )
+        degraded.update(ranking.failed)
+        ranked = Candidates(
+            [(item.item_id, item.score) for item in ranking.items], found.model_version
+        )
+        explained = (
+            {item.item_id: explanation(item) for item in ranking.items} if filters.explain else {}
+        )
+        source = "personalized" if ranked.hits else "popular"
+        return self._answer(ranked, k, set(seen), budget, degraded, source, filters, explained,
+                            ranking.ranker_version)
 
     # -- steps 3 to 5 ---------------------------------------------------------------------------
 
@@ -156,14 +240,33 @@ class Recommender:
         budget: Budget,
         degraded: set[str],
         source: str,
+        filters: Filters = NO_FILTERS,
+        explained: dict[str, dict[str, Any]] | None = None,
+        ranker_version: str | None = None,
     ) -> Recommendation:
-        chosen = self._filter_and_fill(found.hits, k, exclude, budget, degraded)
+        chosen = self._filter_and_fill(
+            found.hits, k, exclude | filters.exclude, budget, degraded,
+            CATEGORY_OVERFETCH if filters.category is not None else 1,
+        )
         metadata = self.catalog.metadata([item_id for item_id, _ in chosen], budget, degraded)
+        if filters.category is not None:
+            chosen = [
+                hit for hit in chosen
+                if str(metadata.get(hit[0], {}).get("category")) == filters.category
+            ][:k]
         items = [
             {"item_id": item_id, "score": score, **metadata.get(item_id, {})}
             for item_id, score in chosen
         ]
-        return Recommendation(items, source, found.model_version, tuple(sorted(degraded)))
+        if filters.explain:
+            for item in items:
+                item["explain"] = (explained or {}).get(
+                    item["item_id"], {"sources": {"fill": 0}, "contributions": []}
+                )
+        return Recommendation(
+            items, source, found.model_version, tuple(sorted(degraded)),
+            ranker_version if found.hits else None,
+        )
 
     def _filter_and_fill(
         self,
@@ -172,9 +275,11 @@ class Recommender:
         exclude: set[str],
         budget: Budget,
         degraded: set[str],
+        overfetch: int = 1,
     ) -> list[Hit]:
         """``primary`` in order less ``exclude``, repeats and deleted items, then popular items up
-        to ``k``, then new items in the tail slots."""
+        to ``k`` (``overfetch`` times as many when a later filter drops some), then new items in
+        the tail slots."""
         deleted = self._deleted.current() if self._deleted is not None else frozenset()
         chosen: list[Hit] = []
         taken = set(exclude)
@@ -184,8 +289,9 @@ class Recommender:
                 taken.add(item_id)
         if len(chosen) < k:
             # over-fetch a little: a deleted item may linger in ``popular`` until re-scored
-            more = self._popular(k - len(chosen) + min(len(deleted), k), taken, budget, degraded)
-            chosen.extend(drop_deleted(more, deleted)[: k - len(chosen)])
+            wanted = (k - len(chosen)) * overfetch
+            more = self._popular(wanted + min(len(deleted), k), taken, budget, degraded)
+            chosen.extend(drop_deleted(more, deleted)[:wanted])
         if self._new_items is not None and self._new_items.slots:
             chosen = with_new_items(chosen, k, self._new_items.current(), self._new_items.slots,
                                     taken | deleted)

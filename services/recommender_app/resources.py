@@ -14,17 +14,21 @@ import falcon
 from services.recommender_app.health import USED_FOR, Readiness
 from services.recommender_app.openapi import SPEC
 from services.recommender_app.publisher import EventPublisher, validate
-from services.recommender_app.recommender import Recommender
+from services.recommender_app.recommender import Filters, Recommender
 from shared.config import RecommenderSettings
 from shared.events import validate_id
 from shared.json_limits import JSONLimitError, JSONLimits, loads_bounded
 from shared.metrics import Metrics
 from shared.request_body import read_body
 
+# At most this many ids in ``exclude=`` (a page of already-shown items, not a blocklist).
+MAX_EXCLUDE = 500
+MAX_CATEGORY_CHARS = 128
+
 
 class RecommendResource:
     endpoint = "recommend"
-    PARAMS = frozenset({"user_id", "item_id", "k"})
+    PARAMS = frozenset({"user_id", "item_id", "k", "category", "exclude", "explain"})
 
     def __init__(self, recommender: Recommender, settings: RecommenderSettings):
         self._recommender = recommender
@@ -38,7 +42,7 @@ class RecommendResource:
             raise falcon.HTTPBadRequest(
                 title="Unknown parameter",
                 description=f"unknown query parameters: {', '.join(unknown)}; "
-                "allowed: user_id, item_id, k",
+                f"allowed: {', '.join(sorted(self.PARAMS))}",
             )
         repeated = sorted(name for name, value in req.params.items() if isinstance(value, list))
         if repeated:
@@ -54,7 +58,9 @@ class RecommendResource:
                 title="Conflicting parameters",
                 description="give user_id (personalized) or item_id (similar items), not both",
             )
-        answer = self._recommender.recommend(k, user_id=user_id, item_id=item_id)
+        answer = self._recommender.recommend(
+            k, user_id=user_id, item_id=item_id, filters=self._filters(req)
+        )
         body: dict[str, Any] = {}
         if user_id is not None:
             body["user_id"] = user_id
@@ -67,7 +73,30 @@ class RecommendResource:
             degraded=bool(answer.degraded),
             degraded_dependencies=list(answer.degraded),
         )
+        if answer.ranker_version is not None:
+            body["ranker_version"] = answer.ranker_version
         resp.media = body
+
+    @staticmethod
+    def _filters(req: falcon.Request) -> Filters:
+        raw_exclude = req.get_param("exclude") or ""
+        exclude = [part.strip() for part in raw_exclude.split(",") if part.strip()]
+        if len(exclude) > MAX_EXCLUDE:
+            raise falcon.HTTPBadRequest(
+                title="Invalid parameter",
+                description=f"exclude takes at most {MAX_EXCLUDE} ids",
+            )
+        category = req.get_param("category")
+        if category is not None and not 0 < len(category) <= MAX_CATEGORY_CHARS:
+            raise falcon.HTTPBadRequest(
+                title="Invalid parameter",
+                description=f"category must be 1 to {MAX_CATEGORY_CHARS} characters",
+            )
+        return Filters(
+            exclude=frozenset(validate_id("exclude", item_id) for item_id in exclude),
+            category=category,
+            explain=bool(req.get_param_as_bool("explain", default=False)),
+        )
 
     @staticmethod
     def _id(req: falcon.Request, name: str) -> str | None:
