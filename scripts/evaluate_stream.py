@@ -31,7 +31,7 @@ from services.incremental_trainer.ranking_replay import RankingReplay
 from shared import snapshots
 from shared.atomic import write_text_atomic
 from shared.config import Settings
-from shared.data.loaders import FORMATS, load_interactions, load_items_csv
+from shared.data.options import add_data_arguments, interactions_from_args, items_from_args
 from shared.data.split import chronological_split
 from shared.logs import setup_logging
 from shared.model.offline import train, unique_pairs
@@ -42,11 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m scripts.evaluate_stream", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", type=Path, required=True, help="interaction file to replay")
-    p.add_argument("--format", default="auto", choices=FORMATS,
-                   help="file format; auto looks at the name and the header (default: auto)")
-    p.add_argument("--items", type=Path, default=None,
-                   help="item CSV (item_id, category, ...) for the category feature "
-                        "(default: none)")
+    add_data_arguments(p)  # --format, --columns, --events, --items (categories feed a feature)
     p.add_argument("--warm-fraction", type=float, default=0.0,
                    help="batch-train GMF on this earliest share of events first, then stream "
                         "the rest (default: 0, an empty model)")
@@ -78,14 +74,13 @@ def _learner(settings: Settings, prefix_pairs: Any | None, seed: int) -> Learner
 
 
 def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    frame = load_interactions(args.input, args.format)
+    frame = interactions_from_args(args.input, args)
     categories: dict[str, str] = {}
-    if args.items is not None:
-        items = load_items_csv(args.items)
-        if "category" in items.columns:
-            known = items.dropna(subset=["category"])
-            categories = dict(zip(known["item_id"].astype(str), known["category"].astype(str),
-                                  strict=True))
+    items = items_from_args(args)
+    if items is not None and "category" in items.columns:
+        known = items.dropna(subset=["category"])
+        categories = dict(zip(known["item_id"].astype(str), known["category"].astype(str),
+                              strict=True))
     prefix = frame.iloc[:0]
     stream = frame
     if args.warm_fraction > 0:
