@@ -73,13 +73,36 @@ SPEC: dict[str, Any] = {
                         "schema": {"type": "integer", "minimum": 1, "default": 10},
                         "description": "items wanted; at most RECSYS_RECOMMENDER_MAX_K",
                     },
+                    {
+                        "name": "category",
+                        "in": "query",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                        "description": "only items of this category (by their metadata); the "
+                        "list may then be shorter than k",
+                    },
+                    {
+                        "name": "exclude",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "comma-separated item ids never to return (at most 500)",
+                    },
+                    {
+                        "name": "explain",
+                        "in": "query",
+                        "schema": {"type": "boolean", "default": False},
+                        "description": "add each item's candidate sources (name → rank) and "
+                        "its top feature contributions to the ranker's score",
+                    },
                 ],
                 "responses": {
                     "200": _json(
                         "recommended items, best first",
                         {"$ref": "#/components/schemas/Recommendation"},
                     ),
-                    "400": _error("bad k, malformed id, unknown parameter, or both ids"),
+                    "400": _error(
+                        "bad k, malformed id, unknown parameter, both ids, or a bad "
+                        "category, exclude or explain"
+                    ),
                 },
             }
         },
@@ -168,6 +191,25 @@ SPEC: dict[str, Any] = {
                     "title": {"type": "string"},
                     "category": {"type": "string"},
                     "price": {"type": "number"},
+                    "explain": {
+                        "type": "object",
+                        "properties": {
+                            "sources": {
+                                "type": "object",
+                                "additionalProperties": {"type": "integer"},
+                            },
+                            "contributions": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "feature": {"type": "string"},
+                                        "value": {"type": "number"},
+                                    },
+                                },
+                            },
+                        },
+                    },
                 },
                 "additionalProperties": True,
             },
@@ -180,6 +222,11 @@ SPEC: dict[str, Any] = {
                     "items": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
                     "source": {"enum": ["personalized", "similar", "popular"]},
                     "model_version": {"type": ["string", "null"]},
+                    "ranker_version": {
+                        "type": "string",
+                        "description": "the ranker that ordered a personalized answer "
+                        "(\"prior\" before the trainer has published one)",
+                    },
                     "degraded": {"type": "boolean"},
                     "degraded_dependencies": {
                         "type": "array",
