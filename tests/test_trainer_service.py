@@ -145,7 +145,9 @@ def test_learns_grows_publishes_and_stops_cleanly(
     assert trainer.metrics.sent["trainer.growth.items"] >= 1
     assert trainer.metrics.sent["trainer.capacity.users"] == model.user_capacity
 
-    # MongoDB: every user with a serving-dim query vector and its event count.
+    # MongoDB (written behind, coalesced: flush() waits for it): every user with a
+    # serving-dim query vector and its event count.
+    assert trainer.users.flush(10)
     db = mongo.connect(s.mongo)
     docs = list(db[mongo.USERS].find())
     assert len(docs) == N_USERS

@@ -50,8 +50,13 @@ class ReplayResult:
         return {"rankers": rankers, "slices": cold_start.report(self.ranks, self.masks, ks)}
 
 
-def _top(scores: np.ndarray, exclude_rows: np.ndarray, exclude_cols: np.ndarray, k: int,
-         rng: np.random.Generator) -> np.ndarray:
+def _top(
+    scores: np.ndarray,
+    exclude_rows: np.ndarray,
+    exclude_cols: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Top-k columns per row, excluded cells removed, ties broken at random (seeded)."""
     scores = scores.astype(np.float64, copy=True)
     scale = np.abs(scores[np.isfinite(scores)]).max(initial=1.0)
@@ -64,17 +69,25 @@ def _top(scores: np.ndarray, exclude_rows: np.ndarray, exclude_cols: np.ndarray,
     return np.where(np.isfinite(np.take_along_axis(scores, top, 1)), top, -1)
 
 
-def replay(learner: Learner, encoder: TwoTowerEncoder, prefix: pd.DataFrame,
-           stream: pd.DataFrame, metadata: Mapping[str, Mapping[str, Any]],
-           rule: BlendRule | None = None, k: int = 10, batch_size: int = 256,
-           seed: int = 0, progress: Callable[[int], None] | None = None) -> ReplayResult:
+def replay(
+    learner: Learner,
+    encoder: TwoTowerEncoder,
+    prefix: pd.DataFrame,
+    stream: pd.DataFrame,
+    metadata: Mapping[str, Mapping[str, Any]],
+    rule: BlendRule | None = None,
+    k: int = 10,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> ReplayResult:
     """Rank every new-to-the-user event of ``stream`` with every ranker; see the module doc."""
     rule = rule or BlendRule()
     rng = np.random.default_rng(seed)
     warm_start(learner, prefix)
     everything = pd.concat([prefix, stream], ignore_index=True)
-    item_earlier = cold_start.earlier_counts(everything["item_id"].astype(str))[len(prefix):]
-    user_earlier = cold_start.earlier_counts(everything["user_id"].astype(str))[len(prefix):]
+    item_earlier = cold_start.earlier_counts(everything["item_id"].astype(str))[len(prefix) :]
+    user_earlier = cold_start.earlier_counts(everything["user_id"].astype(str))[len(prefix) :]
     recent: dict[str, deque[str]] = defaultdict(lambda: deque(maxlen=encoder.space.history))
     seen: dict[str, set[str]] = defaultdict(set)
     counts: dict[str, int] = defaultdict(int)
@@ -100,16 +113,35 @@ def replay(learner: Learner, encoder: TwoTowerEncoder, prefix: pd.DataFrame,
             for e in batch:
                 first_seen.setdefault(e.item_id, e.ts)
             more = encoder.item_table(new, metadata)
-            table = type(table)(*(np.concatenate([a, b]) for a, b in
-                                  zip((table.ids, table.category, table.price, table.tokens),
-                                      (more.ids, more.category, more.price, more.tokens),
-                                      strict=True)))
+            table = type(table)(
+                *(
+                    np.concatenate([a, b])
+                    for a, b in zip(
+                        (table.ids, table.category, table.price, table.tokens),
+                        (more.ids, more.category, more.price, more.tokens),
+                        strict=True,
+                    )
+                )
+            )
         tested = np.array([e.item_id not in seen[e.user_id] for e in batch])
         keep.append(tested)
         if tested.any():
             chosen = [e for e, t in zip(batch, tested, strict=True) if t]
-            for name, r in _rank_batch(learner, encoder, chosen, catalogue, position, table,
-                                       first_seen, recent, seen, counts, rule, k, rng).items():
+            for name, r in _rank_batch(
+                learner,
+                encoder,
+                chosen,
+                catalogue,
+                position,
+                table,
+                first_seen,
+                recent,
+                seen,
+                counts,
+                rule,
+                k,
+                rng,
+            ).items():
                 ranks[name].append(r)
         for e in batch:
             recent[e.user_id].appendleft(e.item_id)
@@ -120,15 +152,26 @@ def replay(learner: Learner, encoder: TwoTowerEncoder, prefix: pd.DataFrame,
             progress(len(batch))
     tested_mask = np.concatenate(keep) if keep else np.zeros(0, dtype=bool)
     masks = cold_start.slice_masks(item_earlier[tested_mask], user_earlier[tested_mask])
-    return ReplayResult({n: np.concatenate(r) if r else np.zeros(0, np.int64)
-                         for n, r in ranks.items()}, masks)
+    return ReplayResult(
+        {n: np.concatenate(r) if r else np.zeros(0, np.int64) for n, r in ranks.items()}, masks
+    )
 
 
-def _rank_batch(learner: Learner, encoder: TwoTowerEncoder, batch: list[Any],
-                catalogue: list[str], position: dict[str, int], table: Any,
-                first_seen: dict[str, int], recent: Mapping[str, deque[str]],
-                seen: Mapping[str, set[str]], counts: Mapping[str, int], rule: BlendRule,
-                k: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _rank_batch(
+    learner: Learner,
+    encoder: TwoTowerEncoder,
+    batch: list[Any],
+    catalogue: list[str],
+    position: dict[str, int],
+    table: Any,
+    first_seen: dict[str, int],
+    recent: Mapping[str, deque[str]],
+    seen: Mapping[str, set[str]],
+    counts: Mapping[str, int],
+    rule: BlendRule,
+    k: int,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
     n_cat = len(catalogue)
     targets = np.array([position[e.item_id] for e in batch], dtype=np.int64)
     rows, cols = [], []
@@ -139,8 +182,9 @@ def _rank_batch(learner: Learner, encoder: TwoTowerEncoder, batch: list[Any],
     ex_r, ex_c = np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64)
     # popularity and GMF, by the learner's item rows (−1 = the item has no row yet)
     item_map, user_map = learner.state.item_map, learner.state.user_map
-    item_rows = np.array([item_map.row(i, create=False) if i in item_map else -1
-                          for i in catalogue], dtype=np.int64)
+    item_rows = np.array(
+        [item_map.row(i, create=False) if i in item_map else -1 for i in catalogue], dtype=np.int64
+    )
     has_row = item_rows >= 0
     pop = np.zeros(n_cat)
     pop_scores = learner.popularity.scores
@@ -156,16 +200,19 @@ def _rank_batch(learner: Learner, encoder: TwoTowerEncoder, batch: list[Any],
             queries[r] = tables.h * tables.user_embedding[u]
     gmf_scores = np.full((len(batch), n_cat), -np.inf)
     safe = np.maximum(item_rows, 0)
-    gmf_scores[:, has_row] = (queries @ tables.item_embedding[safe].T
-                              + tables.item_bias[safe])[:, has_row]
+    gmf_scores[:, has_row] = (queries @ tables.item_embedding[safe].T + tables.item_bias[safe])[
+        :, has_row
+    ]
     gmf = _top(gmf_scores, ex_r, ex_c, k, rng)
     # two-tower: candidate vectors at this moment (item age from first seen), query tower
     moment = batch[0].ts
     ages = np.array([moment - first_seen.get(i, moment) for i in catalogue], dtype=np.int64)
     items = encoder.candidate_vectors(table, np.maximum(ages, 0))
-    users = encoder.query_vectors([e.user_id for e in batch],
-                                  [list(recent.get(e.user_id, ())) for e in batch],
-                                  [e.ts for e in batch])
+    users = encoder.query_vectors(
+        [e.user_id for e in batch],
+        [list(recent.get(e.user_id, ())) for e in batch],
+        [e.ts for e in batch],
+    )
     two_tower = _top(users @ items.T, ex_r, ex_c, k, rng)
     without = np.where(known_user[:, None], gmf, popularity)
     served = np.full((len(batch), k), -1, dtype=np.int64)
@@ -174,6 +221,11 @@ def _rank_batch(learner: Learner, encoder: TwoTowerEncoder, batch: list[Any],
         other = [int(x) for x in without[r] if x >= 0]
         merged = blend(tt, other, rule.share(counts.get(e.user_id, 0)), k)
         served[r, : len(merged)] = merged
-    out = {"popularity": popularity, "gmf": gmf, "two_tower": two_tower,
-           "served_without_two_tower": without, "served": served}
+    out = {
+        "popularity": popularity,
+        "gmf": gmf,
+        "two_tower": two_tower,
+        "served_without_two_tower": without,
+        "served": served,
+    }
     return {name: cold_start.rank_in(top, targets) for name, top in out.items()}

@@ -2,8 +2,8 @@
 
 What a member does beyond a lone trainer (docs/CONTRACTS.md, "Several trainers"):
 
-- item rows: its published item vectors carry its id; it applies the others' vectors between
-  batches (:mod:`shared_items`), except to rows it changed and has not published yet;
+- item rows: its published item vectors carry its id and their change since its last
+  publication; it adds the others' changes to its rows between batches (:mod:`shared_items`);
 - users: it remembers which partition each user's events came from, writes every owned
   partition's users at each snapshot and on revocation (:mod:`partition_state`), and on
   assignment loads a partition's users when the file is ahead of its own position;
@@ -16,14 +16,13 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from services.incremental_trainer import partition_state
 from services.incremental_trainer.learner import Learner
-from services.incremental_trainer.shared_items import PRODUCER_HEADER, SharedItems
+from services.incremental_trainer.shared_items import DELTA_HEADER, PRODUCER_HEADER, SharedItems
 from shared.config import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -41,13 +40,13 @@ class GroupMember:
         learner: Learner,
         models_dir: Path,
         vector_offsets: dict[str, int],
-        unpublished: Callable[[], set[int]],
     ) -> None:
         self.id = member_id()
         self.learner = learner
         self.models_dir = Path(models_dir)
         self.user_partition: dict[str, int] = {}
-        self.unpublished = unpublished  # rows this member changed and has not published yet
+        # Each item row as this member last published or applied it: what deltas are taken from.
+        self._base = self._current(np.arange(learner.tables.item_embedding.shape[0]))
         self.items = SharedItems(
             kafka,
             self.id,
@@ -60,8 +59,48 @@ class GroupMember:
     def headers(self) -> dict[str, str | bytes | None]:
         return {PRODUCER_HEADER: self.id.encode("utf-8")}
 
-    def _apply_items(self, item_ids: list[str], vectors: np.ndarray) -> int:
-        return self.learner.set_item_vectors(item_ids, vectors, self.unpublished())
+    def _current(self, rows: np.ndarray) -> np.ndarray:
+        tables = self.learner.tables
+        return np.concatenate(
+            [tables.item_embedding[rows], tables.item_bias[rows][:, None]], axis=1
+        ).astype(np.float32)
+
+    def _grow_base(self) -> None:
+        capacity = self.learner.tables.item_embedding.shape[0]
+        old = self._base.shape[0]
+        if capacity > old:  # new rows: their own initial values
+            self._base = np.concatenate([self._base, self._current(np.arange(old, capacity))])
+
+    def outgoing(
+        self, rows: np.ndarray, vectors: np.ndarray
+    ) -> list[dict[str, str | bytes | None]]:
+        """Per-message headers for publishing ``vectors`` of ``rows``: id and delta since base."""
+        self._grow_base()
+        deltas = vectors - self._base[rows]
+        self._base[rows] = vectors
+        producer = self.id.encode("utf-8")
+        little = np.ascontiguousarray(deltas, dtype="<f4")
+        return [{PRODUCER_HEADER: producer, DELTA_HEADER: row.tobytes()} for row in little]
+
+    def _apply_items(self, item_ids: list[str], deltas: np.ndarray, vectors: np.ndarray) -> int:
+        learner = self.learner
+        known = learner.state.item_map.rows(item_ids, create=False)
+        fresh = known < 0
+        if fresh.any():  # new here: take the sender's vector as it is
+            ids = [i for i, f in zip(item_ids, fresh.tolist(), strict=True) if f]
+            learner.set_item_vectors(ids, vectors[fresh], set())
+            self._grow_base()
+            new_rows = learner.state.item_map.rows(ids, create=False)
+            self._base[new_rows] = vectors[fresh]
+        rows = known[~fresh]
+        if rows.size:
+            added = deltas[~fresh]
+            d = learner.tables.item_embedding.shape[1]
+            learner.tables.item_embedding[rows] += added[:, :d]
+            learner.tables.item_bias[rows] += added[:, d]
+            self._grow_base()
+            self._base[rows] += added
+        return len(item_ids)
 
     def before_batch(self) -> int:
         """Apply the other members' item vectors that arrived meanwhile."""

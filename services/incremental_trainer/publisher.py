@@ -54,15 +54,24 @@ class VectorPublisher:
             if part is not None and offset is not None and offset >= 0:
                 self.delivered[part] = max(self.delivered.get(part, 0), offset + 1)
 
-    def publish(self, item_ids: Sequence[str], vectors: np.ndarray, model_version: str) -> int:
+    def publish(
+        self,
+        item_ids: Sequence[str],
+        vectors: np.ndarray,
+        model_version: str,
+        message_headers: Sequence[dict[str, str | bytes | None]] | None = None,
+    ) -> int:
         """Queue one message per item: ``vectors`` float32 (n, serving_dim) in ``item_ids`` order.
 
         The values are encoded in one pass (``encode_values``); what remains per message is the
         librdkafka ``produce`` call and its delivery report.
         """
         produce, topic, on_delivery = self._producer.produce, self._topic, self._on_delivery
-        headers = self._headers
-        for item_id, value in zip(item_ids, encode_values(vectors, model_version), strict=True):
+        values = encode_values(vectors, model_version)
+        per_message: Sequence[dict[str, str | bytes | None] | None] = message_headers or (
+            [self._headers] * len(values)
+        )
+        for item_id, value, headers in zip(item_ids, values, per_message, strict=True):
             while True:
                 try:
                     produce(

@@ -81,6 +81,7 @@ STAGES = ("consume", "evaluate", "learn", "redis", "item_vectors", "ranking")
 # Manifest metric: MongoDB users owed writes when the snapshot was taken (restart catches up).
 USERS_BEHIND = "mongo_users_behind"
 USERS_FLUSH_TIMEOUT_S = 20.0
+SNAPSHOT_USERS_FLUSH_S = 10.0
 CATCH_UP_CHUNK = 10_000
 LAG_EVERY_S = 2.0
 
@@ -166,7 +167,6 @@ class Trainer:
                 self.learner,
                 self.models_dir,
                 self.base_vector_offsets,
-                self.pending_items.rows,
             )
             if settings.trainer.share_items
             else None
@@ -479,7 +479,12 @@ class Trainer:
         pairs = self.learner.item_ids_of_rows(rows)
         model, version = self.learner.state.model, self.learner.state.version
         vectors = model.item_vectors(np.array([r for _, r in pairs], dtype=np.int64))
-        count = self.vectors.publish([i for i, _ in pairs], vectors, version)
+        headers = (
+            None
+            if self.group is None
+            else self.group.outgoing(np.array([r for _, r in pairs], dtype=np.int64), vectors)
+        )
+        count = self.vectors.publish([i for i, _ in pairs], vectors, version, headers)
         self.stage_s["item_vectors"] += time.perf_counter() - started
         return count
 
@@ -488,6 +493,10 @@ class Trainer:
         """Flush, write a snapshot with the offsets it reflects, then commit those offsets."""
         started = time.perf_counter()
         self.publish_items(everything=True)
+        # MongoDB first, bounded: users.n_events is a count the model cannot rebuild, so the
+        # events a snapshot covers should be counted before their offsets are committed.
+        if not self.users.flush(SNAPSHOT_USERS_FLUSH_S):
+            log.warning("snapshot with %d user writes still owed to MongoDB", self.users.backlog)
         delivered = self.vectors.flush()  # raises if a vector or a dead letter was not acked
         if self.dead_letters.failures:
             raise RuntimeError(f"{self.dead_letters.failures} dead-letter deliveries failed")

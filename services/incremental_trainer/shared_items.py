@@ -1,17 +1,17 @@
 """Item rows shared by several trainer processes through the ``item-vectors`` topic.
 
 Each trainer learns the users of its own partitions, but every process moves item rows. Each
-publishes the item vectors it changed (as a single trainer does) with a ``producer`` header
-naming itself, and tails ``item-vectors`` with its own consumer (no group: every process reads
-every partition). A vector from another producer overwrites the local row of that item unless
-this process has a change of its own to that row not yet published (its pending rows): then the
-local row wins and is published soon, and the other process applies it in turn. So concurrent
-steps on one item by two processes within one publish interval keep one side's steps (last
-writer wins per interval); steps in different intervals compose.
+publishes the item vectors it changed (as a single trainer does: the absolute vector, which is
+what faiss_app indexes) with two headers: ``producer`` (its member id) and ``delta``, the change
+of that row since this producer last published or applied it. Every process tails
+``item-vectors`` with its own consumer (no group: every partition) and **adds** the other
+producers' deltas to its rows, so every member's steps on an item compose (the sum of steps,
+as within one batch), whichever order they arrive in and whatever it changed meanwhile. An item
+not known locally yet gets the sender's absolute vector.
 
 The snapshot of a sharing trainer records, as its ``item-vectors`` offsets, the position this
-tail had reached after the pre-snapshot flush: every vector before it is folded into the
-snapshot's rows, its own later messages included (re-applying one of those is harmless).
+tail had reached after the pre-snapshot flush: every delta before it is folded into the
+snapshot's rows (faiss_app applies absolute vectors: re-applying a newer one is harmless).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from shared.kafka import make_consumer
 log = logging.getLogger(__name__)
 
 PRODUCER_HEADER = "producer"
+DELTA_HEADER = "delta"  # float32 LE: the change since this producer's previous message of the item
 MAX_MESSAGES = 5000
 
 
@@ -44,8 +45,8 @@ class SharedItems:
     offsets : mapping partition → next offset
         Where to start (the snapshot's ``item-vectors`` offsets; absent = beginning).
     apply : callable
-        ``apply(item_ids, vectors)`` writes serving vectors ``concat(q, b)`` into the model for
-        the items that may be overwritten, creating rows for new items; returns the count.
+        ``apply(item_ids, deltas, vectors)``: for each item the sum of the others' deltas since
+        the last call and their newest absolute vector (for items not known here yet).
     """
 
     def __init__(
@@ -53,7 +54,7 @@ class SharedItems:
         settings: KafkaSettings,
         producer_id: str,
         offsets: dict[int, int],
-        apply: Callable[[list[str], np.ndarray], int],
+        apply: Callable[[list[str], np.ndarray, np.ndarray], int],
     ) -> None:
         self.producer_id = producer_id.encode("utf-8")
         self._apply = apply
@@ -75,6 +76,7 @@ class SharedItems:
         """Apply what arrived since the last call; returns how many vectors were applied."""
         started = time.perf_counter()
         messages = self._consumer.consume(num_messages=MAX_MESSAGES, timeout=timeout_s)
+        deltas: dict[str, np.ndarray] = {}
         latest: dict[str, np.ndarray] = {}
         for msg in messages:
             if msg.error():
@@ -90,11 +92,21 @@ class SharedItems:
             except VectorDecodeError as exc:
                 log.warning("skipping an item-vectors message: %s", exc)
                 continue
-            if update.vector is not None:
-                latest[update.item_id] = update.vector
+            raw_delta = headers.get(DELTA_HEADER)
+            if update.vector is None or not isinstance(raw_delta, bytes):
+                continue
+            delta = np.frombuffer(raw_delta, dtype="<f4").astype(np.float32)
+            if delta.shape != update.vector.shape:
+                continue
+            latest[update.item_id] = update.vector
+            before = deltas.get(update.item_id)
+            deltas[update.item_id] = delta if before is None else before + delta
         applied = 0
-        if latest:
-            applied = self._apply(list(latest), np.stack(list(latest.values())))
+        if deltas:
+            ids = list(deltas)
+            applied = self._apply(
+                ids, np.stack([deltas[i] for i in ids]), np.stack([latest[i] for i in ids])
+            )
             self.applied += applied
         self.busy_s += time.perf_counter() - started
         return applied

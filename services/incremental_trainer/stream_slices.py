@@ -59,10 +59,17 @@ class SliceScores:
 
     def report(self) -> dict[str, dict[str, dict[str, float]]]:
         """``{"cold_items": {ranker: {"recall_at_10", "ndcg_at_10", "tested"}}, ...}``."""
-        return {name: {ranker: {"recall_at_10": round(h / max(t, 1), 5),
-                                "ndcg_at_10": round(d / max(t, 1), 5), "tested": int(t)}
-                       for ranker, (h, d, t) in part.items()}
-                for name, part in self._hits.items()}
+        return {
+            name: {
+                ranker: {
+                    "recall_at_10": round(h / max(t, 1), 5),
+                    "ndcg_at_10": round(d / max(t, 1), 5),
+                    "tested": int(t),
+                }
+                for ranker, (h, d, t) in part.items()
+            }
+            for name, part in self._hits.items()
+        }
 
 
 class TwoTowerRanker:
@@ -70,8 +77,13 @@ class TwoTowerRanker:
 
     name = "two_tower"
 
-    def __init__(self, encoder: TwoTowerEncoder, metadata: Mapping[str, Mapping[str, Any]],
-                 prefix_items: Sequence[str] = (), prefix_ages_ms: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        encoder: TwoTowerEncoder,
+        metadata: Mapping[str, Mapping[str, Any]],
+        prefix_items: Sequence[str] = (),
+        prefix_ages_ms: Sequence[int] = (),
+    ) -> None:
         self._encoder = encoder
         self._metadata = metadata
         self._ids: list[str] = []
@@ -84,8 +96,11 @@ class TwoTowerRanker:
         fresh = [i for i in dict.fromkeys(item_ids) if i not in self._position]
         if not fresh:
             return
-        ages = (np.zeros(len(fresh), dtype=np.int64) if ages_ms is None or not len(ages_ms)
-                else np.asarray(ages_ms, dtype=np.int64)[[item_ids.index(i) for i in fresh]])
+        ages = (
+            np.zeros(len(fresh), dtype=np.int64)
+            if ages_ms is None or not len(ages_ms)
+            else np.asarray(ages_ms, dtype=np.int64)[[item_ids.index(i) for i in fresh]]
+        )
         table = self._encoder.item_table(fresh, self._metadata)
         vectors = self._encoder.candidate_vectors(table, ages)
         for item_id in fresh:
@@ -93,8 +108,14 @@ class TwoTowerRanker:
             self._ids.append(item_id)
         self._vectors = np.vstack([self._vectors, vectors])
 
-    def rank(self, user_id: str, recent: Sequence[str], seen: set[str] | frozenset[str],
-             ts_ms: int, k: int = K) -> list[str]:
+    def rank(
+        self,
+        user_id: str,
+        recent: Sequence[str],
+        seen: set[str] | frozenset[str],
+        ts_ms: int,
+        k: int = K,
+    ) -> list[str]:
         """The ``k`` best items the user has not engaged with, best first."""
         if not self._ids:
             return []
@@ -104,5 +125,5 @@ class TwoTowerRanker:
             j = self._position.get(item_id)
             if j is not None:
                 scores[j] = -np.inf
-        top = np.argsort(-scores)[: k]
+        top = np.argsort(-scores)[:k]
         return [self._ids[j] for j in top if np.isfinite(scores[j])]
