@@ -14,9 +14,10 @@ RUN if [ -n "${PIP_EXTRA_INDEX_URL:-}" ]; then export PIP_EXTRA_INDEX_URL; else 
 
 FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
-    RECSYS_RECOMMENDER_PORT=8080
+    RECSYS_RECOMMENDER_PORT=8080 RECSYS_RECOMMENDER_SPOOL_DIR=/var/lib/recsys/spool
 RUN groupadd --system --gid 10001 recsys \
- && useradd --system --uid 10001 --gid recsys --home-dir /app --no-create-home --shell /usr/sbin/nologin recsys
+ && useradd --system --uid 10001 --gid recsys --home-dir /app --no-create-home --shell /usr/sbin/nologin recsys \
+ && mkdir -p /var/lib/recsys/spool && chown 10001:10001 /var/lib/recsys/spool
 WORKDIR /app
 COPY --from=deps /opt/venv /opt/venv
 COPY Dockerfiles/healthcheck.py /usr/local/bin/recsys-healthcheck

@@ -707,6 +707,7 @@ def bench(
     env.update(
         {
             "RECSYS_MODELS_DIR": str(work / "models"),
+            "RECSYS_RECOMMENDER_SPOOL_DIR": str(work / "spool"),
             "RECSYS_MONGO_DATABASE": "bench",
             "RECSYS_STATSD_ENABLED": "false",
             "RECSYS_FAISS_FOLLOW_UPDATES": "false",

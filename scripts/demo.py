@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         **dict(__import__("os").environ),
         **info.env(),
         "RECSYS_MODELS_DIR": str(work / "models"),
+        "RECSYS_RECOMMENDER_SPOOL_DIR": str(work / "spool"),
         "RECSYS_FAISS_URL": f"http://127.0.0.1:{faiss_port}",
         "RECSYS_FAISS_PORT": str(faiss_port),
         "RECSYS_RECOMMENDER_PORT": str(api_port),

@@ -401,6 +401,10 @@ class RecommenderSettings:
     metadata_cache_items: int = setting(
         "RECOMMENDER_METADATA_CACHE_ITEMS", 100_000, _parse_positive_int
     )
+    # Events Kafka does not acknowledge in time wait here (one fsync'd log per worker); 0 bytes
+    # turns the spool off (POST /events then answers 503 while Kafka is away).
+    spool_dir: str = setting("RECOMMENDER_SPOOL_DIR", "spool", _parse_non_empty)
+    spool_max_bytes: int = setting("RECOMMENDER_SPOOL_MAX_BYTES", 256 << 20, _parse_non_negative_int)
 
 
 @dataclass(frozen=True)

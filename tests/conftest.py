@@ -47,6 +47,7 @@ def stack_env(stack: localstack.StackInfo, tmp_path: Path) -> dict[str, str]:
             "RECSYS_KAFKA_TRAINER_GROUP": f"trainer-{suffix}",
             "RECSYS_MONGO_DATABASE": f"recsys_{suffix}",
             "RECSYS_MODELS_DIR": str(tmp_path / "models"),
+            "RECSYS_RECOMMENDER_SPOOL_DIR": str(tmp_path / "spool"),
             "RECSYS_STATSD_ENABLED": "false",
             "RECSYS_LOG_LEVEL": "INFO",
         }

@@ -6,6 +6,7 @@ gunicorn -w 2 --threads 4 -b 127.0.0.1:8080 services.recommender_app.wsgi:app
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import falcon
@@ -30,8 +31,10 @@ from services.recommender_app.resources import (
     ReadyResource,
     RecommendResource,
 )
+from services.recommender_app.spool import Spool
+from services.recommender_app.spool_sender import SpoolSender
 from services.recommender_app.two_tower import NewItemVectors, TwoTowerModel
-from shared.config import Settings
+from shared.config import RecommenderSettings, Settings
 from shared.faiss_client import FaissError
 from shared.fast_json import use_orjson_answers
 from shared.logs import setup_logging
@@ -48,6 +51,17 @@ ROUTES = (
     "/openapi.json",
     *CATALOGUE_ROUTES,
 )
+
+
+def open_spool(rec: RecommenderSettings) -> Spool | None:
+    """The worker's spool, or None when it is turned off or its folder is unusable."""
+    if rec.spool_max_bytes <= 0:
+        return None
+    try:
+        return Spool(Path(rec.spool_dir), rec.spool_max_bytes)
+    except OSError as exc:
+        log.error("no event spool (%s): POST /events answers 503 while Kafka is away", exc)
+        return None
 
 
 def make_guard(settings: Settings, deps: Deps) -> Guard:
@@ -77,8 +91,22 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
         deps = Deps.from_settings(settings)
     rec = settings.recommender
     guard = make_guard(settings, deps)
+    spool = open_spool(rec)
+    sender = None
+    if spool is not None:
+        sender = SpoolSender(
+            spool, deps.producer, settings.kafka.interactions_topic, rec.publish_timeout_s,
+            deps.metrics,
+        )  # fmt: skip
+        sender.start()  # gunicorn imports the app in each worker (no preload): post-fork
+        deps.closers.extend([spool.close, sender.stop])
     publisher = EventPublisher(
-        deps.producer, settings.kafka.interactions_topic, rec.publish_timeout_s, deps.clock
+        deps.producer,
+        settings.kafka.interactions_topic,
+        rec.publish_timeout_s,
+        deps.clock,
+        spool=spool,
+        on_spooled=sender.wake if sender is not None else None,
     )
     middleware: list[Any] = [
         RequestIdMiddleware(),

@@ -10,13 +10,13 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from confluent_kafka import Producer
 from pymongo.database import Database
 
+from services.recommender_app.producer import RecoveringProducer
 from shared.config import Settings
 from shared.faiss_client import FaissClient
 from shared.kafka import make_producer
@@ -39,10 +39,12 @@ class Deps:
     db: Database
     redis: redis.Redis
     faiss: FaissClient
-    producer: Producer
+    producer: RecoveringProducer
     metrics: Metrics
     clock: Callable[[], float] = time.monotonic
     now_ms: Callable[[], int] = _now_ms
+    # Background work started by create_app (the spool sender), stopped by close().
+    closers: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Deps:
@@ -60,13 +62,15 @@ class Deps:
                 )
             ),
             "faiss": lambda: FaissClient(settings.faiss.url, settings.faiss.timeout_s),
-            "producer": lambda: make_producer(
-                settings.kafka,
-                **{
-                    "message.timeout.ms": int(settings.recommender.publish_timeout_s * 1000),
-                    # librdkafka's own log lines go through logging (request ids, levels).
-                    "logger": logging.getLogger("services.recommender_app.kafka"),
-                },
+            "producer": lambda: RecoveringProducer(
+                lambda: make_producer(
+                    settings.kafka,
+                    **{
+                        "message.timeout.ms": int(settings.recommender.publish_timeout_s * 1000),
+                        # librdkafka's own log lines go through logging (request ids, levels).
+                        "logger": logging.getLogger("services.recommender_app.kafka"),
+                    },
+                )
             ),
             "metrics": lambda: Metrics(settings.statsd),
         }
@@ -81,5 +85,6 @@ class Deps:
         self.db.client.close()
         self.redis.close()
         self.faiss.close()
-        self.producer.purge()
+        for close in reversed(self.closers):
+            close()
         self.producer.close()

@@ -8,12 +8,14 @@ from typing import Any
 import falcon
 
 from services.recommender_app.publisher import InvalidEvents, PublishFailed
+from services.recommender_app.spool import SpoolFull
 from shared.events import InvalidEvent
 from shared.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1
+SPOOL_FULL_RETRY_AFTER_S = 5
 
 
 def add_error_handlers(app: falcon.App, metrics: Metrics) -> None:
@@ -45,6 +47,16 @@ def add_error_handlers(app: falcon.App, metrics: Metrics) -> None:
             retry_after=RETRY_AFTER_S,
         )
 
+    def spool_full(
+        req: falcon.Request, resp: falcon.Response, exc: SpoolFull, params: dict[str, Any]
+    ) -> None:
+        log.warning("events not accepted: %s", exc)
+        raise falcon.HTTPServiceUnavailable(
+            title="Kafka unavailable",
+            description="Kafka is away and the local spool is full; retry later",
+            retry_after=SPOOL_FULL_RETRY_AFTER_S,
+        )
+
     def unexpected(
         req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]
     ) -> None:
@@ -57,3 +69,4 @@ def add_error_handlers(app: falcon.App, metrics: Metrics) -> None:
     app.add_error_handler(InvalidEvent, invalid_parameter)
     app.add_error_handler(InvalidEvents, invalid_events)
     app.add_error_handler(PublishFailed, publish_failed)
+    app.add_error_handler(SpoolFull, spool_full)

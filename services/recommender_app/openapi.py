@@ -127,7 +127,9 @@ SPEC: dict[str, Any] = {
                 },
                 "responses": {
                     "202": _json(
-                        "the valid events are in Kafka; invalid ones are listed by index",
+                        "the valid events are in Kafka, or (when Kafka did not confirm them in "
+                        "time) in the service's durable local spool, delivered in order once "
+                        "Kafka answers (`spooled` counts them); invalid ones are listed by index",
                         {"$ref": "#/components/schemas/Accepted"},
                     ),
                     "400": _json(
@@ -138,7 +140,10 @@ SPEC: dict[str, Any] = {
                     "403": _error("the API key is not valid"),
                     "413": _error("body or batch too large"),
                     "429": _error("over the key's rate limit; see Retry-After"),
-                    "503": _error("Kafka did not confirm the events in time; retry"),
+                    "503": _error(
+                        "Kafka is away and the local spool is full (or turned off); retry "
+                        "after the Retry-After header's seconds"
+                    ),
                 },
             }
         },
@@ -239,6 +244,7 @@ SPEC: dict[str, Any] = {
                 "properties": {
                     "accepted": {"type": "integer"},
                     "rejected": {"type": "integer"},
+                    "spooled": {"type": "integer", "minimum": 0},
                     "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
                     "errors": {"type": "array", "items": _RECORD_ERROR},
                 },

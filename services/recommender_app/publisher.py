@@ -3,9 +3,10 @@
 Validation is :func:`shared.events.from_dict`, the function the trainer applies to every
 message, so an event accepted here is one the trainer learns from. Valid events are produced
 to the interactions topic keyed by user id (per-user order) with the idempotent producer, and
-the answer waits for the broker's acknowledgement of each one: a 202 means the events are in
-Kafka, a 503 means they may not be (the producer's message timeout equals the wait, so an
-unconfirmed event is not delivered long after the client was told to retry).
+the answer waits for the broker's acknowledgement of each one. What Kafka does not acknowledge
+within the publish timeout goes to the durable local spool (spool.py), which a background
+thread delivers later: a 202 means the events are in Kafka or fsync'd in the spool
+(``"spooled": n``). Without a spool, or with a full one, the answer is a 503.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 
+from services.recommender_app.producer import RecoveringProducer
+from services.recommender_app.spool import Spool
 from shared.events import Interaction, InvalidEvent, from_dict
 
 # Slice of one producer poll while waiting for acknowledgements; another thread's poll may
@@ -66,57 +69,107 @@ class _Acks:
     def __init__(self, expected: int):
         self._lock = threading.Lock()
         self._pending = expected
+        self.acked = [False] * expected
         self.failures: list[str] = []
         self.done = threading.Event()
         if expected == 0:
             self.done.set()
 
-    def on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        with self._lock:
-            if err is not None:
-                self.failures.append(str(err))
-            self._pending -= 1
-            if self._pending <= 0:
-                self.done.set()
+    def on_delivery(self, index: int) -> Callable[[KafkaError | None, Message], None]:
+        def report(err: KafkaError | None, _msg: Message) -> None:
+            with self._lock:
+                if err is None:
+                    self.acked[index] = True
+                else:
+                    self.failures.append(str(err))
+                self._pending -= 1
+                if self._pending <= 0:
+                    self.done.set()
+
+        return report
 
 
 class EventPublisher:
+    """Delivers events to Kafka directly, or to the spool when Kafka does not confirm.
+
+    Without a spool, an unconfirmed publish raises :class:`PublishFailed` (a 503). With one,
+    the events Kafka did not acknowledge within the timeout are spooled and the publish
+    succeeds; while the spool holds anything, new events are spooled too (without waiting for
+    Kafka), so per-user order survives an outage. :class:`SpoolFull` when it has no room.
+    """
+
     def __init__(
         self,
-        producer: Producer,
+        producers: RecoveringProducer,
         topic: str,
         timeout_s: float,
         clock: Callable[[], float] = time.monotonic,
+        spool: Spool | None = None,
+        on_spooled: Callable[[], None] | None = None,
     ):
-        self._producer = producer
+        self._producers = producers
         self._topic = topic
         self._timeout_s = timeout_s
         self._clock = clock
+        self._spool = spool
+        self._on_spooled = on_spooled
 
-    def publish(self, events: list[Interaction]) -> None:
-        """Produce ``events`` and return once the broker acknowledged all of them.
+    def publish(self, events: list[Interaction]) -> int:
+        """Deliver ``events``; returns how many went to the spool instead of Kafka.
 
         Raises :class:`PublishFailed` on a delivery error, a full local queue, or no
-        acknowledgement within the publish timeout.
+        acknowledgement within the publish timeout (without a spool), and
+        :class:`~services.recommender_app.spool.SpoolFull`.
         """
+        spool = self._spool
+        if spool is not None and spool.pending():
+            return self._to_spool(spool, events)
+        try:
+            self._deliver(events)
+            return 0
+        except _Unconfirmed as exc:
+            if spool is None:
+                raise PublishFailed(str(exc)) from None
+            return self._to_spool(spool, exc.events)
+
+    def _to_spool(self, spool: Spool, events: list[Interaction]) -> int:
+        spooled = spool.append([event.to_bytes() for event in events])
+        if self._on_spooled is not None:
+            self._on_spooled()
+        return spooled
+
+    def _deliver(self, events: list[Interaction]) -> None:
+        producer, generation = self._producers.current()
         acks = _Acks(len(events))
         deadline = self._clock() + self._timeout_s
+        problem = ""
         try:
-            for event in events:
-                self._producer.produce(
+            for index, event in enumerate(events):
+                producer.produce(
                     self._topic,
                     key=event.user_id.encode("utf-8"),
                     value=event.to_bytes(),
-                    on_delivery=acks.on_delivery,
+                    on_delivery=acks.on_delivery(index),
                 )
+            while not acks.done.is_set():
+                left = deadline - self._clock()
+                if left <= 0:
+                    problem = f"Kafka did not acknowledge the events within {self._timeout_s}s"
+                    break
+                producer.poll(min(left, _POLL_SLICE_S))
         except (BufferError, KafkaException) as exc:
-            raise PublishFailed(f"could not enqueue events: {exc}") from exc
-        while not acks.done.is_set():
-            left = deadline - self._clock()
-            if left <= 0:
-                raise PublishFailed(
-                    f"Kafka did not acknowledge the events within {self._timeout_s}s"
-                )
-            self._producer.poll(min(left, _POLL_SLICE_S))
-        if acks.failures:
-            raise PublishFailed(f"Kafka rejected events: {acks.failures[0]}")
+            problem = f"could not enqueue events: {exc}"
+        if not problem and acks.failures:
+            problem = f"Kafka rejected events: {acks.failures[0]}"
+        if problem:
+            self._producers.failed(generation, problem)
+            unconfirmed = [e for e, ok in zip(events, acks.acked, strict=True) if not ok]
+            raise _Unconfirmed(problem, unconfirmed)
+
+
+class _Unconfirmed(Exception):
+    """Events Kafka did not acknowledge (the others were)."""
+
+    def __init__(self, message: str, events: list[Interaction]):
+        super().__init__(message)
+        self.events = events

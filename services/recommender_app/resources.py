@@ -134,14 +134,17 @@ class EventsResource:
                 description=f"at most {self._max_events} events per request, got {len(body)}",
             )
         checked = validate(body, self._now_ms())
-        self._publisher.publish(checked.events)
+        spooled = self._publisher.publish(checked.events)
         self._metrics.incr("api.events.accepted", len(checked.events))
+        if spooled:
+            self._metrics.incr("api.events.spooled", spooled)
         if checked.errors:
             self._metrics.incr("api.events.rejected", len(checked.errors))
         resp.status = falcon.HTTP_202
         resp.media = {
             "accepted": len(checked.events),
             "rejected": len(checked.errors),
+            "spooled": spooled,
             "events": [event.to_dict() for event in checked.events],
             "errors": checked.errors,
         }

@@ -1,0 +1,74 @@
+"""The recommender's Kafka producer, replaced after a failed delivery.
+
+Why a replacement: with ``enable.idempotence`` librdkafka answers a timed-out message by
+bumping the producer epoch, and after a broker stall (SIGSTOP/SIGCONT) the broker fenced the
+bumped producer: every later delivery failed with ``PRODUCER_FENCED`` (after a restart:
+``UNKNOWN_PRODUCER_ID``, then ``Local: Fatal error``) until the process was restarted. A new
+producer gets a new producer id and delivers at once. So any failed delivery retires the
+producer that failed (``generation`` makes concurrent reports of one failure replace it once);
+the old one is purged, so its waiting callbacks fire with an error, and closed off the request
+thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, Producer
+
+log = logging.getLogger(__name__)
+
+
+class RecoveringProducer:
+    """Holds the worker's current producer; :meth:`failed` swaps in a fresh one.
+
+    Parameters
+    ----------
+    factory : callable
+        Builds a new, configured :class:`confluent_kafka.Producer`.
+    """
+
+    def __init__(self, factory: Callable[[], Producer]):
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._producer = factory()
+        self.generation = 0
+        self.replacements = 0
+
+    def current(self) -> tuple[Producer, int]:
+        """The producer to use now and its generation (pass it back to :meth:`failed`)."""
+        with self._lock:
+            return self._producer, self.generation
+
+    def failed(self, generation: int, reason: KafkaError | str | Exception) -> None:
+        """Retire the producer of ``generation`` after a failed delivery (once per generation)."""
+        with self._lock:
+            if generation != self.generation:
+                return  # already replaced
+            old = self._producer
+            self._producer = self._factory()
+            self.generation += 1
+            self.replacements += 1
+        log.warning("Kafka producer replaced after a failed delivery: %s", reason)
+        threading.Thread(target=_retire, args=(old,), name="producer-retire", daemon=True).start()
+
+    # The readiness check and Deps.close use the current producer.
+    def list_topics(self, *args: Any, **kwargs: Any) -> Any:
+        return self.current()[0].list_topics(*args, **kwargs)
+
+    def close(self) -> None:
+        producer, _ = self.current()
+        _retire(producer)
+
+
+def _retire(producer: Producer) -> None:
+    """Fail whatever the producer still holds (its callbacks fire) and close it."""
+    try:
+        producer.purge()
+        producer.flush(0)
+        producer.close()
+    except Exception as exc:  # noqa: BLE001 - a producer being thrown away may be broken
+        log.info("closing a retired producer: %s", exc)
