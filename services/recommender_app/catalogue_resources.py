@@ -12,13 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 import falcon
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 from redis import Redis, RedisError
 
 from services.recommender_app.deps import Deps
 from services.recommender_app.new_items import NewItems
+from services.recommender_app.producer import RecoveringProducer
 from shared.config import Settings
 from shared.deleted_items import DeletedItems
 from shared.events import InvalidEvent, validate_id, validate_metadata
@@ -34,8 +35,8 @@ _STORE_ERRORS = (PyMongoError, RedisError, OSError, KafkaException, DeliveryErro
 class Tombstones:
     """Publishes the ``item-vectors`` delete of an item and waits until Kafka confirms it."""
 
-    def __init__(self, producer: Producer, topic: str, timeout_s: float) -> None:
-        self._producer = producer
+    def __init__(self, producers: RecoveringProducer, topic: str, timeout_s: float) -> None:
+        self._producers = producers
         self._topic = topic
         self._timeout_s = timeout_s
 
@@ -48,9 +49,12 @@ class Tombstones:
                 errors.append(err)
             done.set()
 
-        self._producer.produce(self._topic, key=item_id.encode(), value=None,
-                               on_delivery=delivered)
-        self._producer.flush(self._timeout_s)
+        producer, generation = self._producers.current()
+        producer.produce(self._topic, key=item_id.encode(), value=None, on_delivery=delivered)
+        producer.flush(self._timeout_s)
+        if not done.is_set() or errors:
+            # A producer that failed a delivery may be fenced for good: use a fresh one next.
+            self._producers.failed(generation, errors[0] if errors else "no acknowledgement")
         if not done.is_set():
             raise DeliveryError(f"item-vectors tombstone for {item_id} not confirmed within "
                                 f"{self._timeout_s}s")
