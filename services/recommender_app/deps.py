@@ -70,7 +70,10 @@ class Deps:
                         # librdkafka's own log lines go through logging (request ids, levels).
                         "logger": logging.getLogger("services.recommender_app.kafka"),
                     },
-                )
+                ),
+                # Threads poll a producer for at most these timeouts after taking it.
+                retire_after_s=1.0
+                + max(settings.recommender.publish_timeout_s, settings.catalogue.tombstone_timeout_s),
             ),
             "metrics": lambda: Metrics(settings.statsd),
         }

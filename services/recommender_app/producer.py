@@ -5,15 +5,17 @@ bumping the producer epoch, and after a broker stall (SIGSTOP/SIGCONT) the broke
 bumped producer: every later delivery failed with ``PRODUCER_FENCED`` (after a restart:
 ``UNKNOWN_PRODUCER_ID``, then ``Local: Fatal error``) until the process was restarted. A new
 producer gets a new producer id and delivers at once. So any failed delivery retires the
-producer that failed (``generation`` makes concurrent reports of one failure replace it once);
-the old one is purged, so its waiting callbacks fire with an error, and closed off the request
-thread.
+producer that failed (``generation`` makes concurrent reports of one failure replace it once).
+The old one is closed off the request thread, and only after ``retire_after_s``: other threads
+may still be polling it for their own (bounded) waits, and closing a producer under a thread
+that polls it raised inside librdkafka callbacks and left a lock held.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,8 +33,9 @@ class RecoveringProducer:
         Builds a new, configured :class:`confluent_kafka.Producer`.
     """
 
-    def __init__(self, factory: Callable[[], Producer]):
+    def __init__(self, factory: Callable[[], Producer], retire_after_s: float = 10.0):
         self._factory = factory
+        self._retire_after_s = retire_after_s
         self._lock = threading.Lock()
         self._producer = factory()
         self.generation = 0
@@ -53,7 +56,9 @@ class RecoveringProducer:
             self.generation += 1
             self.replacements += 1
         log.warning("Kafka producer replaced after a failed delivery: %s", reason)
-        threading.Thread(target=_retire, args=(old,), name="producer-retire", daemon=True).start()
+        threading.Thread(
+            target=_retire, args=(old, self._retire_after_s), name="producer-retire", daemon=True
+        ).start()
 
     # The readiness check and Deps.close use the current producer.
     def list_topics(self, *args: Any, **kwargs: Any) -> Any:
@@ -64,8 +69,9 @@ class RecoveringProducer:
         _retire(producer)
 
 
-def _retire(producer: Producer) -> None:
-    """Fail whatever the producer still holds (its callbacks fire) and close it."""
+def _retire(producer: Producer, after_s: float = 0.0) -> None:
+    """After ``after_s``, drop whatever the producer still holds and close it."""
+    time.sleep(after_s)
     try:
         producer.purge()
         producer.flush(0)

@@ -126,6 +126,8 @@ class SpoolSender:
         while acked < sent and status[acked] is None:
             acked += 1
         if acked < len(records):
-            failure = next((s for s in status if s not in (None, False)), "no acknowledgement")
-            self._producers.failed(generation, failure)  # type: ignore[arg-type]
+            # isinstance, never ==: KafkaError compared with None/False raises inside C and
+            # leaves the error set (SystemError later, with a lock held).
+            errors = [s for s in status if isinstance(s, KafkaError)]
+            self._producers.failed(generation, errors[0] if errors else "no acknowledgement")
         return acked
