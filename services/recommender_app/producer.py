@@ -60,9 +60,15 @@ class RecoveringProducer:
             target=_retire, args=(old, self._retire_after_s), name="producer-retire", daemon=True
         ).start()
 
-    # The readiness check and Deps.close use the current producer.
+    # Callers that need no failure accounting (readiness, one-off sends) use the current one.
     def list_topics(self, *args: Any, **kwargs: Any) -> Any:
         return self.current()[0].list_topics(*args, **kwargs)
+
+    def produce(self, *args: Any, **kwargs: Any) -> None:
+        self.current()[0].produce(*args, **kwargs)
+
+    def flush(self, *args: Any, **kwargs: Any) -> int:
+        return int(self.current()[0].flush(*args, **kwargs))
 
     def close(self) -> None:
         producer, _ = self.current()

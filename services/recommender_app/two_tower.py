@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
+from services.recommender_app.producer import RecoveringProducer
 from shared import snapshots
 from shared.cold_start_blend import BlendRule, blend
 from shared.item_vectors import encode_value
@@ -99,7 +100,7 @@ def update_topic(item_vectors_topic: str) -> str:
 class NewItemVectors:
     """Publishes a new item's candidate vector on the two-tower topic; waits for Kafka."""
 
-    def __init__(self, model: TwoTowerModel, producer: Producer, item_vectors_topic: str,
+    def __init__(self, model: TwoTowerModel, producer: RecoveringProducer, item_vectors_topic: str,
                  timeout_s: float) -> None:
         self._model = model
         self._producer = producer
