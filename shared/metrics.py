@@ -118,7 +118,9 @@ _SPECS = [
     MetricSpec("api.events.rejected", "counter", "events rejected by POST /events"),
     MetricSpec("api.events.spooled", "counter", "accepted events spooled locally (Kafka away)"),
     MetricSpec("api.spool.delivered", "counter", "spooled events delivered to Kafka later"),
-    MetricSpec("api.spool.depth", "gauge", "events in this worker's spool, not yet in Kafka"),
+    MetricSpec(
+        "api.spool.depth.{instance}", "gauge", "events in this worker's spool, not yet in Kafka"
+    ),
 ]
 
 CATALOGUE: dict[str, MetricSpec] = {spec.name: spec for spec in _SPECS}
