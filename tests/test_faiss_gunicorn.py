@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -63,6 +64,11 @@ def server(stack_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, np.
     text = log_path.read_text()
     assert proc.returncode == 0, text[-2000:]
     assert text.count("item-vectors follower stopped") == 2, text[-2000:]
+    # Every line, from gunicorn (master, workers), librdkafka and the app, is one JSON object.
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert {r["service"] for r in records} == {"faiss_app"}
+    assert "gunicorn.error" in {r["logger"] for r in records}
+    assert len({r["instance"] for r in records}) >= 3  # the master and two workers
 
 
 def _ready(url: str) -> bool:

@@ -175,3 +175,24 @@ def test_each_service_checks_only_its_own_secrets_in_production() -> None:
         load_settings("faiss_app", env)  # its admin token is still the default
     assert exited.value.code == 2
     assert load_settings("incremental_trainer", {"RECSYS_ENV": "production"}).access.production
+
+
+def test_trainer_start_up_says_why_it_starts_empty(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from services.incremental_trainer.learner import ModelState
+    from shared.config import ModelSettings
+
+    missing = tmp_path / "not-mounted"
+    with caplog.at_level("INFO"):
+        state = ModelState.load_or_create(ModelSettings(models_dir=missing))
+    assert not state.loaded_from_snapshot
+    (record,) = [r for r in caplog.records if "empty model" in r.getMessage()]
+    assert record.levelname == "WARNING" and "RECSYS_MODELS_DIR" in record.getMessage()
+    caplog.clear()
+    empty = tmp_path / "models"
+    empty.mkdir()
+    with caplog.at_level("INFO"):
+        ModelState.load_or_create(ModelSettings(models_dir=empty))
+    (record,) = [r for r in caplog.records if "empty model" in r.getMessage()]
+    assert record.levelname == "INFO" and "no snapshot" in record.getMessage()
