@@ -15,7 +15,7 @@ RUN if [ -n "${PIP_EXTRA_INDEX_URL:-}" ]; then export PIP_EXTRA_INDEX_URL; else 
 
 FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
-    RECSYS_MODELS_DIR=/app/models RECSYS_FAISS_PORT=8081
+    RECSYS_MODELS_DIR=/app/models RECSYS_FAISS_PORT=8081 RECSYS_FAISS_HOST=0.0.0.0
 RUN groupadd --system --gid 10001 recsys \
  && useradd --system --uid 10001 --gid recsys --home-dir /app --no-create-home --shell /usr/sbin/nologin recsys \
  && mkdir -p /app/models && chown recsys:recsys /app/models

@@ -357,6 +357,9 @@ class TrainerSettings:
 class FaissSettings:
     url: str = setting("FAISS_URL", "http://127.0.0.1:8081", _parse_http_url)
     port: int = setting("FAISS_PORT", 8081, _parse_port)
+    # Loopback unless told otherwise: the index answers anyone who can reach it (containers set
+    # 0.0.0.0 in their image).
+    host: str = setting("FAISS_HOST", "127.0.0.1", _parse_non_empty)
     exact_max_items: int = setting("FAISS_EXACT_MAX_ITEMS", 200_000, _parse_positive_int)
     ann_type: str = setting("FAISS_ANN_TYPE", "hnsw", _choice("ivf", "hnsw"))
     ivf_nlist: int = setting("FAISS_IVF_NLIST", 0, _parse_non_negative_int)  # 0 → 4·√n

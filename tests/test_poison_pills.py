@@ -62,7 +62,8 @@ def read_dead_letters(settings: Settings, expected: int, timeout_s: float = 20.0
 @pytest.fixture
 def pill_settings(settings: Settings) -> Settings:
     s = replace(settings, "model", initial_capacity=10, embedding_dim=8)
-    s = replace(s, "trainer", batch_max_events=16, batch_max_ms=50, snapshot_interval_s=1.0)
+    # An interval far beyond the test: the only snapshots are the initial and the "first" one.
+    s = replace(s, "trainer", batch_max_events=16, batch_max_ms=50, snapshot_interval_s=3600.0)
     ensure_topics(s.kafka)
     wait_for_topics(s.kafka, [s.kafka.interactions_topic, s.kafka.dead_letter_topic])
     return s
@@ -99,6 +100,9 @@ def test_every_known_poison_pill_is_dead_lettered_and_valid_events_are_learned(
             what="every record processed",
         )
         assert thread.is_alive()
+        # Progress is durable after the first batch of a start, not only after the interval.
+        assert trainer.counters["snapshots"] == 2
+        assert trainer.last_snapshot["reason"] == "first"
         assert trainer.counters["dlq"] == len(bad)
         assert trainer.counters["events"] == len(valid)
         assert {e.user_id for e in valid} <= set(trainer.learner.state.user_map.ids)

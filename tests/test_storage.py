@@ -80,6 +80,17 @@ def test_seen_list_is_newest_first_and_capped(settings: Settings) -> None:
     }
 
 
+def test_seen_list_holds_each_item_once_when_a_batch_is_replayed(settings: Settings) -> None:
+    # Regression (issue 17): a trainer restarted from a snapshot replays batches, and every
+    # replay pushed the same items again.
+    r = redis_store.connect(settings.redis)
+    batch = {"u1": ["i1", "i2", "i1", "i3"]}
+    redis_store.push_seen(r, batch, cap=10)
+    redis_store.push_seen(r, batch, cap=10)
+    redis_store.push_seen(r, {"u1": ["i2"]}, cap=10)
+    assert redis_store.get_seen(r, "u1") == ["i2", "i3", "i1"]  # newest first, each once
+
+
 def test_query_vector_is_written_beside_the_seen_list_and_read_back_with_it(
     settings: Settings,
 ) -> None:

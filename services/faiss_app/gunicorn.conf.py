@@ -13,7 +13,7 @@ from shared.startup import load_settings
 _settings = load_settings("faiss_app")
 _faiss = _settings.faiss
 
-bind = f"0.0.0.0:{_faiss.port}"
+bind = f"{_faiss.host}:{_faiss.port}"
 workers = _faiss.workers
 # Threaded workers keep the recommender's pooled connections alive (sync workers close each).
 worker_class = "gthread"

@@ -311,9 +311,16 @@ class Trainer:
                 trainer.batch_max_ms / 1000.0,
                 self.stop,
             )
+            learned_since_start = False
             for batch in batches:
                 self.process(batch)
-                if time.monotonic() - self.last_snapshot_at >= trainer.snapshot_interval_s:
+                if not learned_since_start and self.dirty:
+                    # The first batch of every start is made durable at once: a trainer that
+                    # dies more often than the interval still commits progress, instead of
+                    # replaying ever more from an old snapshot.
+                    learned_since_start = True
+                    self.snapshot("first")
+                elif time.monotonic() - self.last_snapshot_at >= trainer.snapshot_interval_s:
                     self.snapshot("interval")
             if not self.users.flush(USERS_FLUSH_TIMEOUT_S):
                 log.warning(

@@ -157,13 +157,18 @@ def top_popular(r: redis.Redis, k: int, exclude: Iterable[str] = ()) -> list[tup
 # spends ~10 µs packing each pipelined command, three per user, which made Redis the largest
 # stage of the trainer; one EVAL with the same arguments costs a fraction of that. KEYS: per
 # user its seen key and its query key. ARGV: the cap, then per user the number of new items,
-# those items (oldest first), and its encoded query vector ("" = leave it as it is).
+# those items (oldest first, distinct), and its encoded query vector ("" = leave it as it is).
+# An item already in the list moves to the front (LREM then LPUSH), so a list holds each item
+# once however often a batch is replayed after a crash.
 _PUSH_SEEN = """
 local cap = tonumber(ARGV[1])
 local a = 2
 for k = 1, #KEYS, 2 do
   local n = tonumber(ARGV[a])
   if n > 0 then
+    for r = a + 1, a + n do  -- each item once: a replayed batch leaves no duplicate behind
+      redis.call('LREM', KEYS[k], 0, ARGV[r])
+    end
     local i = a + 1
     while i <= a + n do  -- in slices: unpack is bounded by Lua's stack
       local j = math.min(i + 999, a + n)
@@ -193,7 +198,8 @@ def queue_seen(
     keys: list[str] = []
     args: list[EncodableT] = [cap]
     for user_id in dict.fromkeys([*user_items, *vectors]):
-        items = user_items.get(user_id, ())
+        # Distinct, each at its latest position (the list is newest first).
+        items = list(dict.fromkeys(reversed(user_items.get(user_id, ()))))[::-1]
         vector = vectors.get(user_id)
         keys += (seen_key(user_id), query_key(user_id))
         args.append(len(items))
