@@ -73,6 +73,7 @@ log = logging.getLogger("bench_trainer")
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_LEARNER = 50_000
 TARGET_TRAINER = 20_000
+REDIS_DB = {"one": 1, "two": 2}
 PROBE_TIMEOUT_S = 10.0  # a probe not visible by then counts as missing
 
 
@@ -544,6 +545,9 @@ def _settings_env(
         "RECSYS_KAFKA_ITEM_VECTORS_TOPIC": f"item-vectors-{tag}",
         "RECSYS_KAFKA_TRAINER_GROUP": f"trainer-{tag}",
         "RECSYS_MONGO_DATABASE": f"bench_{tag}",
+        # Each run its own Redis database: seen lists and popularity left by an earlier run
+        # (which also replayed the stream during the freshness probes) would hold the future.
+        "RECSYS_REDIS_URL": f"{info.redis_url.rsplit('/', 1)[0]}/{REDIS_DB[tag]}",
         "RECSYS_FAISS_PORT": str(faiss_port),
         "RECSYS_FAISS_URL": f"http://127.0.0.1:{faiss_port}",
         "RECSYS_LOG_LEVEL": "warning",
@@ -654,6 +658,13 @@ def main(argv: list[str] | None = None) -> int:
                 settings2 = Settings.from_env({**env2, "RECSYS_TRAINER_SHARE_ITEMS": "true"})
                 env2["RECSYS_TRAINER_SHARE_ITEMS"] = "true"
                 shutil.copytree(batch_snapshot, settings2.model.models_dir)
+                from scripts.initial_training import seed_popularity
+
+                seed_popularity(
+                    redis_store.connect(settings2.redis),
+                    prefix,
+                    settings2.redis.popularity_half_life_s,
+                )
                 ensure_topics(settings2.kafka)
                 wait_for_topics(settings2.kafka, [settings2.kafka.interactions_topic])
                 produce_all(settings2, events, progress)
