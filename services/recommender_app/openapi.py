@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.recommender_app.openapi_catalogue import merge_into
+from shared.config import RecommenderSettings
 
 _ID = {"type": "string", "pattern": "^[A-Za-z0-9_.:@\\-]{1,128}$"}
 _ERROR = {
@@ -20,7 +21,11 @@ _EVENT = {
         "user_id": _ID,
         "item_id": _ID,
         "event": {"enum": ["view", "click", "add_to_cart", "purchase"]},
-        "ts": {"type": "integer", "description": "Unix milliseconds, 2000-01-01 .. tomorrow"},
+        "ts": {
+            "type": "integer",
+            "minimum": 946_684_800_000,
+            "description": "Unix milliseconds, 2000-01-01 .. now + 1 day (checked by the server)",
+        },
         "item": {
             "type": "object",
             "additionalProperties": False,
@@ -63,15 +68,23 @@ SPEC: dict[str, Any] = {
                 "summary": "Personalized (user_id), similar (item_id) or popular items",
                 "description": "Without an id, or for an unknown user or item, the most popular "
                 "items. When a dependency is down the answer is still 200, with what could be "
-                "computed and degraded: true.",
+                "computed and degraded: true. user_id and item_id are mutually exclusive (both "
+                "→ 400); every parameter may be given once (repeated → 400); unknown parameters "
+                "→ 400.",
                 "parameters": [
                     {"name": "user_id", "in": "query", "schema": _ID},
                     {"name": "item_id", "in": "query", "schema": _ID},
                     {
                         "name": "k",
                         "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "default": 10},
-                        "description": "items wanted; at most RECSYS_RECOMMENDER_MAX_K",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": RecommenderSettings().max_k,
+                            "default": RecommenderSettings().default_k,
+                        },
+                        "description": "items wanted; at most RECSYS_RECOMMENDER_MAX_K (the "
+                        "maximum shown is its default)",
                     },
                     {
                         "name": "category",
