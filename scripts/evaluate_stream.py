@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from services.incremental_trainer.learner import Learner, ModelState
 from services.incremental_trainer.offline import interactions, warm_start
 from services.incremental_trainer.ranking_replay import RankingReplay
+from services.incremental_trainer.stream_slices import TwoTowerRanker
 from shared import snapshots
 from shared.atomic import write_text_atomic
 from shared.config import Settings
@@ -36,6 +38,8 @@ from shared.data.split import chronological_split
 from shared.logs import setup_logging
 from shared.model.offline import train, unique_pairs
 from shared.model.training import TrainConfig
+from shared.model.two_tower import TwoTowerConfig
+from shared.model.two_tower_cli import movielens_item_file, train_two_tower
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, default=None, help="write the JSON report here")
     p.add_argument("--plot", type=Path, default=None,
                    help="write a PNG of the moving-window recall@10 curves here")
+    p.add_argument("--two-tower", action="store_true",
+                   help="also rank with the two-tower cold-start model trained on the warm "
+                        "prefix (needs --warm-fraction; item features from --items or "
+                        "MovieLens's item file beside --input)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -86,10 +94,16 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     if args.warm_fraction > 0:
         prefix, stream = chronological_split(frame, args.warm_fraction)
     learner = _learner(settings, unique_pairs(prefix) if len(prefix) else None, args.seed)
+    two_tower, two_tower_fit = None, None
+    if args.two_tower:
+        if not len(prefix):
+            raise ValueError("--two-tower needs --warm-fraction > 0 to train on")
+        two_tower, two_tower_fit = _two_tower(args, prefix, items)
     replay = RankingReplay(learner, settings.ranking, settings.redis.popularity_half_life_s,
                            sample_rate=args.sample_rate, categories=categories,
                            window=args.window, seed=args.seed,
-                           seen_list_length=settings.redis.seen_list_length)
+                           seen_list_length=settings.redis.seen_list_length,
+                           two_tower=two_tower)
     if len(prefix):
         warm_start(learner, prefix)
         replay.warm(interactions(prefix))
@@ -99,12 +113,31 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     with tqdm(total=len(events), unit="ev", disable=args.no_progress, mininterval=1.0) as bar:
         replay.run(events, bar.update)
     report = replay.report()
+    if two_tower_fit is not None:
+        report["two_tower"] = two_tower_fit
     report.update({"input": str(args.input), "format": args.format,
                    "warm_fraction": args.warm_fraction, "sample_rate": args.sample_rate,
                    "streamed_events": len(events)})
     if args.plot is not None:
         plot(replay, args.plot)
     return report
+
+
+def _two_tower(args: argparse.Namespace, prefix: pd.DataFrame, items: pd.DataFrame | None
+               ) -> tuple[TwoTowerRanker, dict[str, Any]]:
+    """The two-tower ranker trained on ``prefix``, its items embedded as of the prefix's end."""
+    if items is None:
+        found = movielens_item_file(args.input)
+        items = items_from_args(args, found) if found is not None else None
+    metadata = {str(r["item_id"]): r for r in items.to_dict("records")} if items is not None else {}
+    encoder, fit, size = train_two_tower(prefix, metadata, TwoTowerConfig(
+        seed=args.seed, progress=not args.no_progress))
+    first = prefix.groupby(prefix["item_id"].astype(str))["ts"].min()
+    ages = (int(prefix["ts"].max()) - first).to_numpy(np.int64)
+    ranker = TwoTowerRanker(encoder, metadata, [str(i) for i in first.index], ages)
+    return ranker, {"epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch,
+                    "train_seconds": round(fit.seconds, 2), "items_with_features": len(metadata),
+                    **size}
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -87,3 +87,25 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys):
     source = write(tmp_path / "u.data", "ml-100k", chain_walks(n_users=5, steps=2))
     assert evaluate_stream.main(["--input", str(source), "--warm-fraction", "1.5"]) == 2
     assert "warm-fraction" in capsys.readouterr().err
+
+
+def test_two_tower_ranker_and_cold_start_slices(tmp_path: Path) -> None:
+    from shared.data import SyntheticConfig, generate
+    from shared.data.movielens_writer import write_movielens_100k
+
+    frame, items = generate(SyntheticConfig(n_users=150, n_items=80, n_events=3000, seed=5))
+    write_movielens_100k(frame, items, tmp_path)  # u.item beside u.data: found by name
+    out = tmp_path / "report.json"
+    assert evaluate_stream.main(["--input", str(tmp_path / "u.data"), "--warm-fraction", "0.6",
+                                 "--two-tower", "--no-progress", "--report", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert "two_tower" in report["rankers"] and report["two_tower"]["items_with_features"] == 80
+    assert set(report["slices"]) == {"cold_items", "cold_users"}
+    for part in report["slices"].values():
+        assert "two_tower" in part and "pipeline" in part
+    tested = report["rankers"]["two_tower"]["tested"]
+    assert 0 < report["slices"]["cold_users"]["two_tower"]["tested"] <= tested
+    assert report["rankers"]["two_tower"]["tested"] == report["rankers"]["pipeline"]["tested"]
+    # without a warm prefix there is nothing to train the two towers on
+    assert evaluate_stream.main(["--input", str(tmp_path / "u.data"), "--two-tower",
+                                 "--no-progress"]) == 2

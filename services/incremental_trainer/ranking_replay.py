@@ -23,6 +23,7 @@ import numpy as np
 from services.incremental_trainer.learner import Learner
 from services.incremental_trainer.prequential import MovingMean
 from services.incremental_trainer.ranking_signals import learner_sources
+from services.incremental_trainer.stream_slices import SliceScores, TwoTowerRanker
 from shared.config import RankingSettings
 from shared.events import Interaction
 from shared.ranking.candidates import UserContext
@@ -95,8 +96,11 @@ class RankingReplay:
         window: int = 2000,
         seed: int = 0,
         seen_list_length: int = 200,
+        two_tower: TwoTowerRanker | None = None,
     ) -> None:
         self.learner = learner
+        self.two_tower = two_tower  # a ranker of its own, measured beside the pipeline
+        self.slices = SliceScores()
         self.store = MemoryRankingStore(
             store_limits(ranking, popular_half_life_s), refresh_every=LISTS_REFRESH_EVENTS
         )
@@ -118,7 +122,8 @@ class RankingReplay:
         self.sample_rate = sample_rate
         self.categories = categories or {}
         self.rng = np.random.default_rng(seed)
-        names = [POPULARITY, *(s.name for s in self.sources), PIPELINE]
+        names = [POPULARITY, *(s.name for s in self.sources),
+                 *([two_tower.name] if two_tower is not None else []), PIPELINE]
         self.scores = {name: RankerScore(window) for name in names}
         self.events = 0
         self.curve_every = max(1, window // 4)
@@ -127,6 +132,7 @@ class RankingReplay:
         """Fold a prefix into the stream signals and histories (no testing, no GMF learning)."""
         for event in events:
             self._observe(event, event.item_id not in self.store.first_seen)
+            self.slices.observe(event)
 
     def _is_new(self, item_id: str) -> bool:
         return self.learner.state.item_map.row(item_id, create=False) is None
@@ -142,11 +148,14 @@ class RankingReplay:
     def step(self, event: Interaction) -> bool:
         """Test ``event`` (if eligible and sampled), then learn it; True if it was tested."""
         tested = self._eligible(event) and self.rng.random() < self.sample_rate
+        if self.two_tower is not None:  # an item enters the space when first seen
+            self.two_tower.add([event.item_id])
         if tested:
             self._test(event)
         new_item = self._is_new(event.item_id)  # before the learner gives it a row
         self.learner.learn([event])
         self._observe(event, new_item)
+        self.slices.observe(event)
         self.events += 1
         return tested
 
@@ -167,14 +176,17 @@ class RankingReplay:
         user = UserContext(event.user_id, recent, seen_ids)
         popular_rows = learner.popularity.top(K, seen_rows, learner.n_item_rows)
         popular_ids = [i for i, _ in learner.item_ids_of_rows([int(r) for r in popular_rows])]
-        self.scores[POPULARITY].record(popular_ids, event.item_id)
+        self._record(POPULARITY, popular_ids, event)
         gathered = self.pipeline.gather(user)
         for name, hits in gathered.lists.items():
-            self.scores[name].record([i for i, _ in hits[:K]], event.item_id)
+            self._record(name, [i for i, _ in hits[:K]], event)
+        if self.two_tower is not None:
+            self._record(self.two_tower.name,
+                         self.two_tower.rank(event.user_id, recent, seen_ids, event.ts), event)
         ranking = self.pipeline.rank(
             user, K, event.ts, categories=self.categories, gathered=gathered
         )
-        self.scores[PIPELINE].record([item.item_id for item in ranking.items], event.item_id)
+        self._record(PIPELINE, [item.item_id for item in ranking.items], event)
         pool = ranking.pool
         if pool is not None and event.item_id in pool.item_ids:
             chosen = pool.item_ids.index(event.item_id)
@@ -183,6 +195,10 @@ class RankingReplay:
         if tested % self.curve_every == 0:
             for score in self.scores.values():
                 score.curve.append((tested, score.moving.mean))
+
+    def _record(self, name: str, ranked: list[str], event: Interaction) -> None:
+        self.scores[name].record(ranked, event.item_id)
+        self.slices.record(name, ranked, event)
 
     def run(
         self, events: Iterable[Interaction], progress: Callable[[int], None] | None = None
@@ -195,6 +211,8 @@ class RankingReplay:
     def report(self) -> dict[str, Any]:
         return {
             "rankers": {name: score.as_dict() for name, score in self.scores.items()},
+            # events whose item (user) had < 5 earlier interactions, the warm prefix included
+            "slices": self.slices.report(),
             "events": self.events,
             "ranker": self.ranker.to_dict(),
         }
