@@ -11,12 +11,20 @@ The exact index is always measured first at each size and dimension (its answers
 ground truth). Builds run in chunks with a progress bar; one that passes --max-build-seconds
 is abandoned and reported as such (with the rate it reached), never silently dropped.
 
+``--space triplet`` measures the item-to-item space instead of the GMF one: unit-length
+vectors (no bias component) searched by cosine with unit queries near items, as faiss_app
+serves a ``normalized`` space. ``--nprobes`` measures one IVF build at several nprobe values
+(a search-time knob), to find the smallest that keeps recall@10 ≥ 0.95.
+
 Example: python -m scripts.bench_faiss --sizes 1000000 --dims 32,64
+         python -m scripts.bench_faiss --space triplet --sizes 10000000 --dims 32 \
+             --types ivf --nprobes 8,16,32,64
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -30,7 +38,7 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
-from services.faiss_app.index import FLAT, IndexParams, VectorIndex
+from services.faiss_app.index import FLAT, IVF, IndexParams, VectorIndex
 
 ADD_CHUNK = 50_000
 
@@ -66,6 +74,26 @@ def queries_like(items: np.ndarray, count: int, rng: np.random.Generator) -> np.
     q = items[rows] + 0.3 * rng.standard_normal(size=(count, items.shape[1]), dtype=np.float32)
     q[:, -1] = 1.0
     return np.ascontiguousarray(q, dtype=np.float32)
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length in place (chunked: 10M rows fit twice in memory at most)."""
+    for start in range(0, len(vectors), 1_000_000):
+        chunk = vectors[start : start + 1_000_000]
+        chunk /= np.maximum(np.linalg.norm(chunk, axis=1, keepdims=True), 1e-12)
+    return vectors
+
+
+def space_data(
+    space: str, n: int, dim: int, clusters: int, queries: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(items, queries) of the GMF space (bias component, query last component 1.0) or of the
+    triplet space (both unit length: cosine)."""
+    items = clustered(n, dim, clusters, rng)
+    if space == "gmf":
+        return items, queries_like(items, queries, rng)
+    items = unit_rows(items)
+    return items, unit_rows(queries_like(items, queries, rng))
 
 
 def percentiles_ms(samples: list[float]) -> tuple[float, float]:
@@ -134,8 +162,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for dim in args.dims:
             rng = np.random.default_rng(args.seed)
             t0 = time.perf_counter()
-            items = clustered(n, dim, args.clusters, rng)
-            queries = queries_like(items, args.queries, rng)
+            items, queries = space_data(args.space, n, dim, args.clusters, args.queries, rng)
             tqdm.write(f"data n={n:,} dim={dim}: {time.perf_counter() - t0:.1f}s")
             truth: np.ndarray | None = None
             for kind in [FLAT] + [t for t in args.types if t != FLAT]:
@@ -165,26 +192,33 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     gc.collect()
                     continue
                 rss_after = rss_bytes()
-                stats = measure(
-                    index, queries, args.k, args.batch, args.single_queries, args.latency_seconds
-                )
-                found = stats.pop("labels")
-                if kind == FLAT:
-                    truth = found
                 index_bytes = faiss.serialize_index(index._index).nbytes if args.exact_bytes else 0
-                row.update(
-                    status="ok",
-                    params=index.describe(),
-                    add_s=add_s,
-                    build_s=train_s + add_s,
-                    recall_at_10=_recall(found, truth) if truth is not None else None,
-                    rss_delta_bytes=rss_after - rss_before,
-                    rss_bytes_per_vector=(rss_after - rss_before) / n,
-                    index_bytes_per_vector=index_bytes / n if index_bytes else None,
-                    **stats,
-                )
-                rows.append(row)
-                tqdm.write(_line(row))
+                probes = args.nprobes if kind == IVF and args.nprobes else [params.nprobe]
+                for nprobe in probes:
+                    index.params = dataclasses.replace(index.params, nprobe=nprobe)
+                    stats = measure(
+                        index, queries, args.k, args.batch, args.single_queries,
+                        args.latency_seconds,
+                    )  # fmt: skip
+                    found = stats.pop("labels")
+                    if kind == FLAT:
+                        truth = found
+                    probed = dict(row)
+                    probed.update(
+                        status="ok",
+                        space=args.space,
+                        params=index.describe(),
+                        nprobe=nprobe if kind == IVF else None,
+                        add_s=add_s,
+                        build_s=train_s + add_s,
+                        recall_at_10=_recall(found, truth) if truth is not None else None,
+                        rss_delta_bytes=rss_after - rss_before,
+                        rss_bytes_per_vector=(rss_after - rss_before) / n,
+                        index_bytes_per_vector=index_bytes / n if index_bytes else None,
+                        **stats,
+                    )
+                    rows.append(probed)
+                    tqdm.write(_line(probed))
                 del index
                 gc.collect()
             del items, queries
@@ -210,6 +244,7 @@ COLUMNS = [
     ("n", "items", 0),
     ("dim", "dim", 0),
     ("type", "index", 0),
+    ("nprobe", "nprobe", 0),
     ("build_s", "build s", 1),
     ("single_p50_ms", "1q p50 ms", 3),
     ("single_p99_ms", "1q p99 ms", 3),
@@ -243,7 +278,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"Command: `{meta['command']}`",
         f"Machine: {meta['machine']}, {meta['cpus']} CPUs, faiss {meta['faiss']}, "
         f"{meta['threads']} OpenMP threads; batch = {meta['batch']} queries; k = {meta['k']}; "
-        f"{meta['queries']} queries; clustered data ({meta['clusters']} clusters)." + load,
+        f"{meta['queries']} queries; clustered data ({meta['clusters']} clusters); "
+        f"space {meta.get('space', 'gmf')}." + load,
         "Recall@10 is against the exact IndexFlatIP answers on the same queries. "
         "index B/vec = size of faiss' serialized structure / n; RSS B/vec = process RSS "
         "growth while building / n (includes allocator slack and IVF training buffers).",
@@ -294,6 +330,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clusters", type=int, default=1024, help="clusters in the data")
     parser.add_argument("--nlist", type=int, default=0, help="IVF cells (0: 4*sqrt(n))")
     parser.add_argument("--nprobe", type=int, default=16, help="IVF cells probed per query")
+    parser.add_argument(
+        "--nprobes",
+        type=_int_list,
+        default=[],
+        help="comma-separated nprobe values measured on one IVF build (default: --nprobe)",
+    )
+    parser.add_argument(
+        "--space",
+        choices=("gmf", "triplet"),
+        default="gmf",
+        help="vectors of the GMF space (bias component) or of the triplet space (unit length)",
+    )
     parser.add_argument("--hnsw-m", type=int, default=32, help="HNSW links per node")
     parser.add_argument("--ef-search", type=int, default=128, help="HNSW efSearch")
     parser.add_argument("--ef-construction", type=int, default=80, help="HNSW efConstruction")
@@ -343,6 +391,7 @@ def main(argv: list[str] | None = None) -> None:
         "k": args.k,
         "queries": args.queries,
         "clusters": args.clusters,
+        "space": args.space,
         "seconds": round(time.time() - started, 1),
         # Other work on the machine skews latencies: say how busy it was.
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],

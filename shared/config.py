@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
+from shared.spaces import check_name, parse_spaces
+
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
@@ -174,6 +176,15 @@ def _parse_non_empty(raw: str) -> str:
     return raw.strip()
 
 
+def _parse_space_name(raw: str) -> str:
+    return check_name(raw.strip())
+
+
+def _parse_spaces(raw: str) -> str:
+    parse_spaces(raw)  # raises ValueError naming the bad entry
+    return ",".join(part.strip() for part in raw.split(",") if part.strip())
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -315,7 +326,9 @@ class StatsdSettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    models_dir: Path = setting("MODELS_DIR", Path("models"), lambda raw: Path(_parse_non_empty(raw)))
+    models_dir: Path = setting(
+        "MODELS_DIR", Path("models"), lambda raw: Path(_parse_non_empty(raw))
+    )
     embedding_dim: int = setting("EMBEDDING_DIM", 32, _parse_positive_int)
     id_mode: str = setting("ID_MODE", "vocab", _choice("vocab", "hash"))
     hash_buckets: int = setting("HASH_BUCKETS", 1 << 20, _parse_positive_int)
@@ -367,6 +380,11 @@ class FaissSettings:
     hnsw_m: int = setting("FAISS_HNSW_M", 32, _parse_positive_int)
     hnsw_ef_search: int = setting("FAISS_HNSW_EF_SEARCH", 128, _parse_positive_int)
     hnsw_ef_construction: int = setting("FAISS_HNSW_EF_CONSTRUCTION", 80, _parse_positive_int)
+    # Named vector spaces served beside the default "gmf" (shared/spaces.py): name[:index type].
+    spaces: str = setting("FAISS_SPACES", "triplet:ivf,two_tower", _parse_spaces)
+    # An IVF space re-trains its k-means cells in the background once the items added since
+    # the cells were trained reach this fraction of the items they were trained on.
+    recluster_growth: float = setting("FAISS_RECLUSTER_GROWTH", 0.2, _parse_positive_float)
     max_k: int = setting("FAISS_MAX_K", 1000, _parse_positive_int)
     max_batch: int = setting("FAISS_MAX_BATCH", 256, _parse_positive_int)
     max_body_bytes: int = setting("FAISS_MAX_BODY_BYTES", 4 << 20, _parse_positive_int)
@@ -408,6 +426,8 @@ class RecommenderSettings:
     # turns the spool off (POST /events then answers 503 while Kafka is away).
     spool_dir: str = setting("RECOMMENDER_SPOOL_DIR", "spool", _parse_non_empty)
     spool_max_bytes: int = setting("RECOMMENDER_SPOOL_MAX_BYTES", 256 << 20, _parse_non_negative_int)
+    # faiss_app space answering /recommend?item_id= first; "gmf" (cosine) is always the fallback.
+    similar_space: str = setting("RECOMMENDER_SIMILAR_SPACE", "triplet", _parse_space_name)
 
 
 @dataclass(frozen=True)

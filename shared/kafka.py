@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer as KafkaConsumer
@@ -19,6 +19,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from shared.config import KafkaSettings
+from shared.spaces import DEFAULT_SPACE, space_topic
 
 log = logging.getLogger(__name__)
 # librdkafka's own log lines (connection failures, ...) go through Python logging, so they come
@@ -74,8 +75,14 @@ def make_consumer(settings: KafkaSettings, group_id: str, **overrides: Any) -> K
     return KafkaConsumer(consumer_config(settings, group_id, **overrides))
 
 
-def ensure_topics(settings: KafkaSettings, timeout_s: float = 10.0) -> None:
-    """Create the platform's topics if they are missing; existing topics are left as they are."""
+def ensure_topics(
+    settings: KafkaSettings, timeout_s: float = 10.0, spaces: Sequence[str] = ()
+) -> None:
+    """Create the platform's topics if they are missing; existing topics are left as they are.
+
+    ``spaces`` names vector spaces besides the default one whose compacted update topics
+    (``item-vectors.<space>``, shared/spaces.py) should exist too.
+    """
     config: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "socket.timeout.ms": settings.request_timeout_ms,
@@ -90,6 +97,15 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 10.0) -> None:
             num_partitions=settings.item_vectors_partitions,
             config={"cleanup.policy": "compact"},
         ),
+    ]
+    wanted += [
+        NewTopic(
+            space_topic(settings.item_vectors_topic, space),
+            num_partitions=settings.item_vectors_partitions,
+            config={"cleanup.policy": "compact"},
+        )
+        for space in spaces
+        if space != DEFAULT_SPACE
     ]
     futures = admin.create_topics(wanted, operation_timeout=timeout_s, request_timeout=timeout_s)
     for topic, future in futures.items():

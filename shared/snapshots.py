@@ -157,3 +157,54 @@ def read_item_vectors(folder: Path) -> tuple[list[str], np.ndarray]:
     if vectors.shape[0] != len(ids):
         raise ValueError(f"{folder}: {len(ids)} ids but {vectors.shape[0]} vectors")
     return ids, np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def write_space_snapshot(
+    models_dir: Path,
+    space: str,
+    item_ids: list[str],
+    vectors: np.ndarray,
+    *,
+    version: str | None = None,
+    normalized: bool = False,
+    offsets: dict[str, int] | None = None,
+    extra: dict[str, Any] | None = None,
+    write_more: Callable[[Path], None] | None = None,
+    keep: int | None = 3,
+) -> str:
+    """Write the faiss_app side of a snapshot of vector space ``space`` and point its LATEST
+    at it (docs/CONTRACTS.md, "Vector spaces"); returns the version.
+
+    ``vectors`` is float32 (n_items, dim), row j the vector of ``item_ids[j]``. ``normalized``
+    says the vectors are unit length and compared whole (cosine); otherwise faiss_app uses all
+    components for search and for similar. ``offsets`` are the next offsets on the space's
+    topic already folded into ``vectors``; ``extra`` is merged into the manifest;
+    ``write_more(folder)`` adds the model's own files (weights, feature vocabularies...).
+    """
+    from shared.spaces import space_models_dir, space_topic
+
+    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[0] != len(item_ids):
+        raise ValueError(f"{len(item_ids)} ids for vectors of shape {matrix.shape}")
+    chosen = version or new_version()
+
+    def write(folder: Path) -> None:
+        manifest = {
+            "version": chosen,
+            "space": space,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "serving_dim": int(matrix.shape[1]),
+            "similarity_dims": int(matrix.shape[1]),
+            "normalized": normalized,
+            "n_items": len(item_ids),
+            "offsets": {space_topic("item-vectors", space): offsets or {}},
+            **(extra or {}),
+        }
+        write_json(folder / MANIFEST, manifest)
+        write_json(folder / ITEM_IDS, list(item_ids))
+        np.save(folder / ITEM_VECTORS, matrix)
+        if write_more is not None:
+            write_more(folder)
+
+    write_snapshot_dir(space_models_dir(models_dir, space), chosen, write, keep=keep)
+    return chosen

@@ -19,6 +19,7 @@ from shared.snapshots import (
     write_json,
     write_snapshot_dir,
 )
+from shared.spaces import DEFAULT_SPACE, space_models_dir, space_topic
 
 T = TypeVar("T")
 
@@ -59,8 +60,10 @@ def write_snapshot(
     similarity_dims: int | None = None,
     offsets: dict[str, int] | None = None,
     version: str | None = None,
+    space: str = DEFAULT_SPACE,
 ) -> str:
-    """Write the faiss-relevant files of a snapshot (docs/CONTRACTS.md) and point LATEST at it."""
+    """Write the faiss-relevant files of a GMF-like snapshot (docs/CONTRACTS.md) into the
+    folder of ``space`` and point its LATEST at it."""
     chosen = version or new_version()
     dim = int(vectors.shape[1])
 
@@ -79,7 +82,7 @@ def write_snapshot(
         write_json(folder / ITEM_IDS, item_ids)
         np.save(folder / ITEM_VECTORS, np.ascontiguousarray(vectors, dtype=np.float32))
 
-    write_snapshot_dir(Path(models_dir), chosen, write)
+    write_snapshot_dir(space_models_dir(Path(models_dir), space), chosen, write)
     return chosen
 
 
@@ -87,13 +90,16 @@ def publish(
     kafka: KafkaSettings,
     updates: Sequence[tuple[str, np.ndarray | None]] | Sequence[tuple[bytes, bytes | None]],
     version: str = "test",
+    space: str = DEFAULT_SPACE,
 ) -> None:
-    """Send upserts (vector) and deletes (None) to item-vectors; raw bytes are sent as is."""
+    """Send upserts (vector) and deletes (None) to the topic of ``space``; raw bytes are sent
+    as is."""
     producer = make_producer(kafka)
+    topic = space_topic(kafka.item_vectors_topic, space)
     for key, value in updates:
         if isinstance(key, bytes):
-            producer.produce(kafka.item_vectors_topic, key=key, value=value)
+            producer.produce(topic, key=key, value=value)
         else:
             encoded = None if value is None else encode_value(np.asarray(value), version)
-            producer.produce(kafka.item_vectors_topic, key=key.encode(), value=encoded)
+            producer.produce(topic, key=key.encode(), value=encoded)
     flush_or_raise(producer, 10.0)

@@ -142,6 +142,9 @@ def test_reload_swaps_versions_while_searches_run(
         assert loaded.json["model_version"] == new and loaded.json["count"] == 500
         missing = client.simulate_post("/v1/reload", json={"version": "nope"}, headers=auth)
         assert missing.status_code == 404
+        # On a loaded machine the searching threads may not get a turn between two reloads:
+        # give them one while the new version stays live.
+        wait_for(lambda: new in versions and old in versions, timeout_s=20)
     finally:
         stop.set()
         for worker in workers:

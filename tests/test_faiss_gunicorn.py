@@ -14,8 +14,15 @@ import requests
 
 from scripts.localstack import free_port
 from shared.config import Settings
-from shared.faiss_client import FaissClient, FaissRequestError, FaissUnavailable, UnknownItem
+from shared.faiss_client import (
+    FaissClient,
+    FaissRequestError,
+    FaissUnavailable,
+    UnknownItem,
+    UnknownSpace,
+)
 from shared.kafka import ensure_topics, wait_for_topics
+from shared.snapshots import write_space_snapshot
 from tests.faiss_helpers import clustered, exact_top_k, publish, write_snapshot
 from tests.polling import wait_for
 
@@ -63,7 +70,9 @@ def server(stack_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, np.
             proc.wait(timeout=10)
     text = log_path.read_text()
     assert proc.returncode == 0, text[-2000:]
-    assert text.count("item-vectors follower stopped") == 2, text[-2000:]
+    # one follower per space per worker; the default space's topic has no ".<space>" suffix
+    stopped = f"{settings.kafka.item_vectors_topic} follower stopped"
+    assert text.count(stopped) == 2, text[-2000:]
     # Every line, from gunicorn (master, workers), librdkafka and the app, is one JSON object.
     records = [json.loads(line) for line in text.splitlines() if line.strip()]
     assert {r["service"] for r in records} == {"faiss_app"}
@@ -126,6 +135,27 @@ def test_two_workers_serve_and_both_apply_live_updates(
             return len(versions) == 2 and set(versions.values()) == {new}
 
         wait_for(both_workers_reloaded, timeout_s=30, every_s=0.02)
+
+        # Another space: its reload reaches both workers too, and the client addresses it.
+        triplet = client.for_space("triplet")
+        with pytest.raises(FaissUnavailable):  # configured, no snapshot yet: 503
+            triplet.similar("t1", 2)
+        write_space_snapshot(models_dir, "triplet", ["t0", "t1", "t2"], vectors[:3, :4])
+        assert triplet.reload()["space"] == "triplet"
+        loaded: dict[int, bool] = {}
+
+        def both_workers_have_triplet() -> bool:
+            stats = requests.get(url + "/v1/stats", headers={"Connection": "close"}, timeout=2)
+            loaded[stats.json()["pid"]] = stats.json()["spaces"]["triplet"]["loaded"]
+            return len(loaded) == 2 and all(loaded.values())
+
+        wait_for(both_workers_have_triplet, timeout_s=30, every_s=0.02)
+        assert triplet.similar_full("t0", 2)["space"] == "triplet"
+        assert client.stats()["model_version"] == new  # the default space is untouched
+        with pytest.raises(UnknownSpace):
+            client.similar("i1", 3, space="nope")
+        with pytest.raises(UnknownItem):
+            triplet.similar("i1", 3)
 
 
 def test_client_raises_unavailable_when_nothing_listens() -> None:

@@ -1,9 +1,9 @@
 """faiss_app's Falcon WSGI application: ``create_app(settings, deps)``.
 
-The app loads ``models/LATEST`` when it is created (in each gunicorn worker: no preload) and
-owns an :class:`UpdateFollower` thread that tails ``item-vectors``. The thread is started
-post-fork, by gunicorn's ``post_worker_init`` hook (gunicorn.conf.py) or, failing that, on the
-first request; ``app.runtime.stop()`` ends it (gunicorn's ``worker_exit`` hook).
+The app loads the LATEST snapshot of every vector space when it is created (in each gunicorn
+worker: no preload) and owns one :class:`UpdateFollower` thread per space, tailing that
+space's topic. The threads are started post-fork, by gunicorn's ``post_worker_init`` hook
+(gunicorn.conf.py) or, failing that, on the first request; ``app.runtime.stop()`` ends it (gunicorn's ``worker_exit`` hook).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import falcon
 
 from services.faiss_app import broadcast, resources
 from services.faiss_app.broadcast import ReloadWatcher
+from services.faiss_app.catalog import Catalog
 from services.faiss_app.errors import (
     BadQuery,
     IndexNotReady,
@@ -26,11 +27,14 @@ from services.faiss_app.errors import (
 )
 from services.faiss_app.follower import UpdateFollower
 from services.faiss_app.service import IndexService
+from services.faiss_app.spaces import SpaceRegistry
 from shared.config import Settings
+from shared.faiss_client import UNKNOWN_SPACE_TITLE
 from shared.fast_json import use_orjson_answers
 from shared.metrics import Metrics
 from shared.request_ids import RequestIdMiddleware
 from shared.snapshots import SnapshotNotFound
+from shared.spaces import DEFAULT_SPACE, UnknownSpace
 
 log = logging.getLogger(__name__)
 
@@ -45,27 +49,36 @@ class Deps:
 
 @dataclass
 class Runtime:
-    """What runs behind the app: the index service and the update thread."""
+    """What runs behind the app: the spaces' index services and their update threads."""
 
-    service: IndexService
-    follower: UpdateFollower | None = None
+    spaces: SpaceRegistry
+    followers: dict[str, UpdateFollower] = field(default_factory=dict)
     watcher: ReloadWatcher | None = None
     started: bool = field(default=False)
+
+    @property
+    def service(self) -> IndexService:
+        """The default space's service (what the app served before spaces existed)."""
+        return self.spaces.default
+
+    @property
+    def follower(self) -> UpdateFollower | None:
+        return self.followers.get(DEFAULT_SPACE)
 
     def start(self) -> None:
         """Start the background threads (idempotent); call after the worker has forked."""
         if not self.started:
             self.started = True
-            if self.follower is not None:
-                self.follower.start()
+            for follower in self.followers.values():
+                follower.start()
             if self.watcher is not None:
                 self.watcher.start()
 
     def stop(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
-        if self.follower is not None:
-            self.follower.stop()
+        for follower in self.followers.values():
+            follower.stop()
 
 
 class FaissApp(falcon.App):
@@ -116,35 +129,44 @@ def _unauthorized(req: falcon.Request, resp: falcon.Response, ex: Exception, par
 
 
 def create_app(settings: Settings, deps: Deps | None = None) -> FaissApp:
-    """Build the app: load LATEST if there is one, prepare (not start) the update thread."""
+    """Build the app: load each space's LATEST if there is one, prepare (not start) the
+    update threads."""
     deps = deps or Deps()
     metrics = deps.metrics or Metrics(settings.statsd)
-    service = IndexService(settings, metrics)
-    try:
-        if not service.load_if_present():
-            log.warning("no snapshot in %s yet; waiting for one", settings.model.models_dir)
-    except Exception:
-        log.exception("could not load the latest snapshot; the follower will retry")
+    spaces = SpaceRegistry(settings, metrics)
+    for service in spaces:
+        try:
+            if not service.load_if_present():
+                log.warning("space %s: no snapshot in %s yet", service.name, service.models_dir)
+        except Exception:
+            log.exception("space %s: could not load its snapshot; will retry", service.name)
     follow = settings.faiss.follow_updates if deps.follow_updates is None else deps.follow_updates
-    follower = UpdateFollower(service, settings.kafka, metrics) if follow else None
+    followers = (
+        {s.name: UpdateFollower(s, settings.kafka, metrics) for s in spaces} if follow else {}
+    )
     shared = broadcast.SHARED  # set in the gunicorn master (gunicorn.conf.py), else None
-    watcher = broadcast.ReloadWatcher(service, shared) if shared is not None else None
-    runtime = Runtime(service, follower, watcher)
+    watcher = broadcast.ReloadWatcher(spaces, shared) if shared is not None else None
+    runtime = Runtime(spaces, followers, watcher)
 
     app = FaissApp(middleware=[RequestIdMiddleware(), RequestContext(runtime, metrics)])
     app.runtime = runtime
     use_orjson_answers(app)
     limits = settings.faiss
-    app.add_route("/v1/search", resources.Search(service, limits, metrics))
-    app.add_route("/v1/similar", resources.Similar(service, limits, metrics))
-    load = watcher.reload if watcher is not None else service.load
+    app.add_route("/v1/search", resources.Search(spaces, limits, metrics))
+    app.add_route("/v1/similar", resources.Similar(spaces, limits, metrics))
+
+    def load_here(version: str | None, space: str | None) -> Catalog:
+        return spaces.get(space).load(version)
+
+    load = watcher.reload if watcher is not None else load_here
     app.add_route("/v1/reload", resources.Reload(load, limits))
-    app.add_route("/v1/stats", resources.Stats(service, follower))
-    app.add_route("/healthz", resources.Health(service))
-    app.add_route("/readyz", resources.Ready(service))
+    app.add_route("/v1/stats", resources.Stats(spaces, followers))
+    app.add_route("/healthz", resources.Health(spaces))
+    app.add_route("/readyz", resources.Ready(spaces))
 
     app.add_error_handler(BadQuery, _raise(falcon.HTTPBadRequest, "Bad request"))
     app.add_error_handler(UnknownItemError, _raise(falcon.HTTPNotFound, "Unknown item"))
+    app.add_error_handler(UnknownSpace, _raise(falcon.HTTPNotFound, UNKNOWN_SPACE_TITLE))
     app.add_error_handler(SnapshotNotFound, _raise(falcon.HTTPNotFound, "Unknown snapshot"))
     app.add_error_handler(PayloadTooLarge, _raise(falcon.HTTPContentTooLarge, "Body too large"))
     app.add_error_handler(IndexNotReady, _raise(falcon.HTTPServiceUnavailable, "Not ready"))

@@ -3,8 +3,8 @@
 The master creates a :class:`ReloadBroadcast` in shared memory before it forks (gunicorn.conf.py
 ``on_starting``), so every worker inherits it. The worker that answers ``POST /v1/reload``
 publishes the version it loaded with a new generation number; a :class:`ReloadWatcher` thread
-in every other worker sees the generation change and loads the same version (the exact
-version, not LATEST, so workers cannot diverge if LATEST moves meanwhile). A worker that
+in every other worker sees the generation change and loads the same version of the same vector
+space (the exact version, not LATEST, so workers cannot diverge if LATEST moves meanwhile). A worker that
 restarts later also catches up to the last broadcast version. Other replicas (other hosts) are
 reloaded by calling each of them, as a deploy script does.
 """
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the gunicorn master imports this module: keep FAISS out of it
     from services.faiss_app.catalog import Catalog
-    from services.faiss_app.service import IndexService
+    from services.faiss_app.spaces import SpaceRegistry
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,8 @@ WATCH_INTERVAL_S = 0.25
 
 
 class ReloadBroadcast:
-    """A (generation, version) pair in shared memory, written by one worker, read by all."""
+    """A (generation, "space/version") pair in shared memory, written by one worker, read by
+    all (space names and versions never contain "/")."""
 
     def __init__(self) -> None:
         context = multiprocessing.get_context("fork")
@@ -60,19 +61,20 @@ def install() -> ReloadBroadcast:
 class ReloadWatcher:
     """Per-worker thread that loads whatever version a sibling worker broadcast."""
 
-    def __init__(self, service: IndexService, broadcast: ReloadBroadcast):
-        self._service = service
+    def __init__(self, spaces: SpaceRegistry, broadcast: ReloadBroadcast):
+        self._spaces = spaces
         self._broadcast = broadcast
         self._stop = threading.Event()
         self._seen_lock = threading.Lock()
         self._seen = 0
         self._thread: threading.Thread | None = None
 
-    def reload(self, version: str | None) -> Catalog:
-        """Load ``version`` here, then tell the siblings (used by POST /v1/reload)."""
-        catalog = self._service.load(version)
+    def reload(self, version: str | None, space: str | None = None) -> Catalog:
+        """Load ``version`` of ``space`` here, then tell the siblings (POST /v1/reload)."""
+        service = self._spaces.get(space)
+        catalog = service.load(version)
         with self._seen_lock:
-            self._seen = self._broadcast.publish(catalog.version)
+            self._seen = self._broadcast.publish(f"{service.name}/{catalog.version}")
         return catalog
 
     def start(self) -> None:
@@ -87,16 +89,18 @@ class ReloadWatcher:
 
     def _run(self) -> None:
         while not self._stop.wait(WATCH_INTERVAL_S):
-            generation, version = self._broadcast.read()
+            generation, published = self._broadcast.read()
             with self._seen_lock:
                 if generation <= self._seen:
                     continue
                 self._seen = generation
-            current = self._service.catalog
-            if current is not None and current.version == version:
-                continue
+            space, _, version = published.rpartition("/")
             try:
-                self._service.load(version)
-                log.info("reloaded %s as broadcast by a sibling worker", version)
+                service = self._spaces.get(space or None)
+                current = service.catalog
+                if current is not None and current.version == version:
+                    continue
+                service.load(version)
+                log.info("reloaded %s as broadcast by a sibling worker", published)
             except Exception:
-                log.exception("could not load broadcast version %s", version)
+                log.exception("could not load broadcast version %s", published)

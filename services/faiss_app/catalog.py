@@ -32,13 +32,20 @@ import faiss
 import numpy as np
 
 from services.faiss_app.errors import BadQuery, UnknownItemError
-from services.faiss_app.index import IndexParams, VectorIndex
+from services.faiss_app.index import FLAT, IVF, IndexParams, VectorIndex
 from services.faiss_app.rwlock import RWLock
 from shared.config import FaissSettings
 from shared.item_vectors import ItemVectorUpdate
 
 REBUILD_DEAD_FRACTION = 0.25
 REBUILD_MIN_DEAD = 1024
+# IVF cells are re-trained when the rows added since training reach FaissSettings'
+# recluster_growth of the rows trained on, or when the added rows sit this much farther from
+# their cell centres than the training rows did (items in a region no cell covers).
+RECLUSTER_RESIDUAL_RATIO = 1.5
+RECLUSTER_MIN_ADDED = 256
+RECALL_QUERIES = 64  # item vectors used as queries to measure an ANN index's recall@10
+RECALL_K = 10
 
 Hits = tuple[list[str], list[float]]
 
@@ -97,6 +104,13 @@ class Catalog:
         Chooses the index type and its parameters from the item count.
     offsets : dict
         ``{partition: next_offset}`` on item-vectors already folded into ``vectors``.
+    index_type : str
+        What the space asks for: "auto" (exact up to ``exact_max_items``), "flat", "ivf",
+        "hnsw" (see :meth:`IndexParams.for_size`).
+    normalized : bool
+        The space's vectors are unit length and ``similarity_dims`` is the whole vector
+        (an item-to-item embedding): one index then serves both search and similar, and
+        every vector is normalised on the way in.
     """
 
     def __init__(
@@ -108,20 +122,32 @@ class Catalog:
         settings: FaissSettings,
         offsets: dict[int, int] | None = None,
         updates: UpdateInfo | None = None,
+        index_type: str = "auto",
+        normalized: bool = False,
     ):
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(item_ids):
             raise ValueError(f"{len(item_ids)} ids for vectors of shape {vectors.shape}")
         if not 0 < similarity_dims <= vectors.shape[1]:
             raise ValueError(f"similarity_dims {similarity_dims} for dim {vectors.shape[1]}")
+        if normalized and similarity_dims != vectors.shape[1]:
+            raise ValueError("a normalized space uses the whole vector for similarity")
         started = time.perf_counter()
         self.version = version
         self.dim = int(vectors.shape[1])
         self.similarity_dims = similarity_dims
         self.settings = settings
-        params = IndexParams.for_size(settings, len(item_ids))
-        self._search = VectorIndex.build(params, vectors)
-        self._similar = VectorIndex.build(params, normalize_rows(vectors[:, :similarity_dims]))
+        self.index_type_asked = index_type
+        self.normalized = normalized
+        params = IndexParams.for_size(settings, len(item_ids), index_type)
+        if normalized:
+            vectors = normalize_rows(vectors)
+            self._search = VectorIndex.build(params, vectors)
+            self._similar = self._search
+        else:
+            self._search = VectorIndex.build(params, vectors)
+            self._similar = VectorIndex.build(params, normalize_rows(vectors[:, :similarity_dims]))
+        self.recall_at_10 = self._measure_recall(self._similar, vectors, similarity_dims)
         self._item_of: list[str] = []
         self._label_of: dict[str, int] = {}
         self._bitmap = np.zeros(max(1, (len(item_ids) + 7) // 8 * 2), dtype=np.uint8)
@@ -238,8 +264,11 @@ class Catalog:
                 self._retire(item_id)
             for item_id in upserts:
                 self._retire(item_id)
-            self._search.add(matrix)
-            self._similar.add(normalized)
+            if self._similar is self._search:
+                self._search.add(normalized)
+            else:
+                self._search.add(matrix)
+                self._similar.add(normalized)
             self._register(list(upserts))
             info = self.updates
             for partition, offset in offsets.items():
@@ -280,8 +309,37 @@ class Catalog:
     # -- compaction --------------------------------------------------------------------------
 
     def needs_rebuild(self) -> bool:
+        """Too many dead labels, or IVF cells that no longer fit the catalogue."""
         total = len(self._item_of)
-        return self._dead >= REBUILD_MIN_DEAD and self._dead > REBUILD_DEAD_FRACTION * total
+        if self._dead >= REBUILD_MIN_DEAD and self._dead > REBUILD_DEAD_FRACTION * total:
+            return True
+        return self.cells_drifted()
+
+    def cells_drifted(self) -> bool:
+        drift = self._similar.drift if self._similar.params.kind == IVF else None
+        if drift is None or drift.added < RECLUSTER_MIN_ADDED:
+            return False
+        return (
+            drift.growth() >= self.settings.recluster_growth
+            or drift.residual_ratio() >= RECLUSTER_RESIDUAL_RATIO
+        )
+
+    @staticmethod
+    def _measure_recall(
+        index: VectorIndex, vectors: np.ndarray, similarity_dims: int
+    ) -> float | None:
+        """recall@10 of an ANN ``index`` against exact search, with sampled item vectors as
+        queries (what /v1/similar asks); None for the exact index."""
+        if index.params.kind == FLAT or len(vectors) <= RECALL_K:
+            return None
+        base = normalize_rows(vectors[:, :similarity_dims])
+        rng = np.random.default_rng(0)
+        rows = rng.choice(len(base), min(RECALL_QUERIES, len(base)), replace=False)
+        queries = np.ascontiguousarray(base[rows])
+        _, truth = faiss.knn(queries, base, RECALL_K, faiss.METRIC_INNER_PRODUCT)
+        _, found = index.search(queries, RECALL_K)
+        hits = [len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True)]
+        return float(np.sum(hits) / (RECALL_K * len(rows)))
 
     def rebuilt(self) -> Catalog:
         """A new catalog of the live rows only (call from the one writer thread)."""
@@ -291,7 +349,15 @@ class Catalog:
             vectors = self._search.reconstruct_all()[labels]
             updates = dataclasses.replace(self.updates, offsets=dict(self.updates.offsets))
         return Catalog(
-            self.version, ids, vectors, self.similarity_dims, self.settings, None, updates
+            self.version,
+            ids,
+            vectors,
+            self.similarity_dims,
+            self.settings,
+            None,
+            updates,
+            self.index_type_asked,
+            self.normalized,
         )
 
     # -- description -------------------------------------------------------------------------
@@ -305,6 +371,8 @@ class Catalog:
                 "dimension": self.dim,
                 "similarity_dims": self.similarity_dims,
                 "index": self._search.describe(),
+                "recall_at_10": self.recall_at_10,
+                "normalized": self.normalized,
                 "labels": len(self._item_of),
                 "dead_labels": self._dead,
                 "build_seconds": round(self.build_seconds, 3),

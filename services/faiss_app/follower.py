@@ -1,5 +1,8 @@
 """The background thread that applies ``item-vectors`` updates to the live catalog.
 
+One follower per vector space: each tails its space's topic (``item-vectors`` for the default
+space ``gmf``, ``item-vectors.<space>`` for the others; shared/spaces.py).
+
 Every worker of every replica applies every update, so it does not join a consumer group: it
 uses a group id of its own (never committed) and assigns all partitions itself, starting at the
 offsets the live catalog has folded in (the snapshot manifest's ``offsets["item-vectors"]`` at
@@ -31,6 +34,7 @@ from shared.item_vectors import ItemVectorUpdate, VectorDecodeError, decode
 from shared.kafka import TickingConsumer, make_consumer, next_offsets, poll_batches
 from shared.metrics import Metrics
 from shared.snapshots import version_time
+from shared.spaces import DEFAULT_SPACE
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +58,9 @@ class UpdateFollower:
         self._start_lock = threading.Lock()
         self.malformed = 0
         self._model_age_at = 0.0
-        self.group_id = f"faiss-app-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.topic = service.topic
+        suffix = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.group_id = f"faiss-app-{service.name}-{socket.gethostname()}-{suffix}"
         service.on_swap(self._wakeup.set)
 
     @property
@@ -65,7 +71,7 @@ class UpdateFollower:
         with self._start_lock:
             if self._thread is not None or self._stopping.is_set():
                 return
-            self._thread = threading.Thread(target=self._run, name="item-vectors", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=self.topic, daemon=True)
             self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -75,13 +81,20 @@ class UpdateFollower:
             self._thread.join(timeout_s)
 
     def describe(self) -> dict[str, Any]:
-        return {"running": self.running, "group_id": self.group_id, "malformed": self.malformed}
+        return {
+            "running": self.running,
+            "topic": self.topic,
+            "group_id": self.group_id,
+            "malformed": self.malformed,
+        }
 
     # -- the thread ----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        if self._stopping.is_set():
+            return  # stopped before the thread got its turn (an app torn down at once)
+        log.info("following %s as %s", self.topic, self.group_id)
         consumer = make_consumer(self._kafka, self.group_id)
-        log.info("following %s as %s", self._kafka.item_vectors_topic, self.group_id)
         try:
             while not self._stopping.is_set():
                 self._wakeup.clear()  # before reading the catalog: a later swap wakes us again
@@ -107,11 +120,11 @@ class UpdateFollower:
                         self._compact(catalog)
                         break
         except Exception:
-            log.exception("item-vectors follower stopped by an unexpected error")
+            log.exception("%s follower stopped by an unexpected error", self.topic)
             raise
         finally:
             consumer.close()
-            log.info("item-vectors follower stopped")
+            log.info("%s follower stopped", self.topic)
 
     def _load_latest(self) -> bool:
         try:
@@ -121,7 +134,7 @@ class UpdateFollower:
             return False
 
     def _assign(self, consumer: KafkaConsumer, catalog: Catalog) -> bool:
-        topic = self._kafka.item_vectors_topic
+        topic = self.topic
         try:
             metadata = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
         except Exception as exc:  # KafkaException: broker down; librdkafka will reconnect
@@ -171,7 +184,7 @@ class UpdateFollower:
             # Not expected (inputs are checked above); never let one batch end the thread.
             log.exception("failed to apply a batch of %d item vectors", len(updates))
             return
-        if applied:
+        if applied and self._service.name == DEFAULT_SPACE:  # the gauges describe gmf
             self._metrics.incr("faiss.updates_applied", applied)
             self._metrics.gauge("faiss.index_size", catalog.count)
             kind, produced_ms = batch[0].timestamp()
@@ -181,7 +194,7 @@ class UpdateFollower:
     def _report_model_age(self) -> None:
         """Called from every poll-loop turn; sends the instance's gauges about once a second."""
         now = time.monotonic()
-        if now - self._model_age_at < MODEL_AGE_EVERY_S:
+        if now - self._model_age_at < MODEL_AGE_EVERY_S or self._service.name != DEFAULT_SPACE:
             return
         self._model_age_at = now
         catalog = self._service.catalog
@@ -194,7 +207,14 @@ class UpdateFollower:
             self._metrics.gauge("faiss.model_age_s", max(0.0, time.time() - written))
 
     def _compact(self, catalog: Catalog) -> None:
-        log.info("rebuilding %s: %s", catalog.version, catalog.describe()["dead_labels"])
+        described = catalog.describe()
+        log.info(
+            "rebuilding %s %s: %d dead labels, index %s",
+            self._service.name,
+            catalog.version,
+            described["dead_labels"],
+            described["index"],
+        )
         try:
             fresh = catalog.rebuilt()
         except Exception:

@@ -21,6 +21,9 @@ from shared.config import FaissSettings
 FLAT, IVF, HNSW = "flat", "ivf", "hnsw"
 IVF_TRAIN_POINTS_PER_CELL = 64  # k-means sample: 64 points per cell (faiss warns below 39)
 IVF_KMEANS_ITERATIONS = 10
+# A space that asks for an ANN index still gets the exact one below this size: k-means cells
+# over a few hundred items cost more than scanning them.
+ANN_MIN_ITEMS = 1000
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,18 @@ class IndexParams:
     ef_construction: int = 80
 
     @classmethod
-    def for_size(cls, settings: FaissSettings, n_items: int) -> IndexParams:
-        """Exact up to ``exact_max_items``, above it the configured ANN type."""
-        kind = FLAT if n_items <= settings.exact_max_items else settings.ann_type
+    def for_size(
+        cls, settings: FaissSettings, n_items: int, index_type: str = "auto"
+    ) -> IndexParams:
+        """The index for ``n_items``: ``index_type`` "auto" is exact up to
+        ``exact_max_items`` and the configured ANN type above; "flat", "ivf" and "hnsw" are
+        what a space asks for (an ANN type only from ``ANN_MIN_ITEMS`` items on)."""
+        if index_type == "auto":
+            kind = FLAT if n_items <= settings.exact_max_items else settings.ann_type
+        elif index_type == FLAT or n_items < ANN_MIN_ITEMS:
+            kind = FLAT
+        else:
+            kind = index_type
         return cls(
             kind=kind,
             nlist=settings.ivf_nlist,
@@ -64,13 +76,15 @@ class VectorIndex:
         self.dim = dim
         self._index = index
         self._extra = extra
+        self.drift = CellDrift()
 
     @classmethod
     def build(cls, params: IndexParams, vectors: np.ndarray, seed: int = 1234) -> VectorIndex:
         """Build and fill an index from ``vectors``, float32 of shape (n, dim)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         built = cls.create(params, vectors, seed)
-        built.add(vectors)
+        built.add(vectors, track_drift=False)
+        built.drift.trained_on = len(vectors)
         return built
 
     @classmethod
@@ -97,7 +111,9 @@ class VectorIndex:
             sample_size = min(n, IVF_TRAIN_POINTS_PER_CELL * nlist)
             rng = np.random.default_rng(seed)
             rows = np.sort(rng.choice(n, sample_size, replace=False))
-            index.train(np.ascontiguousarray(training[rows], dtype=np.float32))
+            sample = np.ascontiguousarray(training[rows], dtype=np.float32)
+            index.train(sample)
+            extra["centroid_norms"] = np.square(quantizer.reconstruct_n(0, nlist)).sum(axis=1)
             index.make_direct_map(True)  # reconstruct() for rebuilds and /v1/similar
             index.nprobe = params.nprobe
             extra["quantizer"] = quantizer  # the IVF index does not own it: keep it alive
@@ -114,17 +130,36 @@ class VectorIndex:
             )
         else:
             raise ValueError(f"unknown index kind {params.kind!r}")
-        return cls(params, dim, index, extra)
+        built = cls(params, dim, index, extra)
+        if params.kind == IVF:
+            built.drift.trained_residual = float(built._residuals(sample).mean())
+        return built
 
     @property
     def ntotal(self) -> int:
         """Labels handed out so far (live and dead)."""
         return int(self._index.ntotal)
 
-    def add(self, vectors: np.ndarray) -> None:
-        """Append float32 rows of shape (m, dim); they get labels ntotal..ntotal+m-1."""
-        if len(vectors):
-            self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    def add(self, vectors: np.ndarray, track_drift: bool = True) -> None:
+        """Append float32 rows of shape (m, dim); they get labels ntotal..ntotal+m-1.
+
+        IVF puts each row into its nearest trained cell at once; with ``track_drift`` the
+        distance to that cell is recorded, so :attr:`drift` says when the cells went stale.
+        """
+        if not len(vectors):
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if track_drift and self.params.kind == IVF:
+            self.drift.record(self._residuals(vectors))
+        self._index.add(vectors)
+
+    def _residuals(self, vectors: np.ndarray) -> np.ndarray:
+        """Squared L2 distance of each row to its nearest IVF cell centre: float (m,)."""
+        scores, cells = self._extra["quantizer"].search(vectors, 1)
+        norms = np.square(vectors).sum(axis=1)
+        return np.maximum(
+            0.0, norms - 2 * scores[:, 0] + self._extra["centroid_norms"][cells[:, 0]]
+        )
 
     def search(
         self, queries: np.ndarray, k: int, selector: faiss.IDSelector | None = None
@@ -162,7 +197,7 @@ class VectorIndex:
         return self._index.reconstruct_n(0, self.ntotal)
 
     def describe(self) -> dict[str, Any]:
-        """Index type and parameters, for /v1/stats and benchmark reports."""
+        """Index type and parameters (and cell drift for IVF), for /v1/stats and reports."""
         fields = {
             FLAT: (),
             IVF: ("nlist", "nprobe"),
@@ -171,4 +206,48 @@ class VectorIndex:
         values = asdict(self.params)
         described: dict[str, Any] = {"type": self.params.kind, "metric": "inner_product"}
         described.update({name: values[name] for name in fields})
+        if self.params.kind == IVF:
+            described["drift"] = self.drift.as_dict()
         return described
+
+
+@dataclass
+class CellDrift:
+    """How far the catalogue moved from the IVF cells since they were trained.
+
+    ``added`` rows went into cells trained on ``trained_on`` rows; ``trained_residual`` and
+    ``added_residual`` are the mean squared distances of the training sample and of the added
+    rows to their nearest cell centre. Many additions, or additions far from every centre (a
+    new region of the space), mean the cells should be re-trained.
+    """
+
+    trained_on: int = 0
+    trained_residual: float = 0.0
+    added: int = 0
+    added_residual_sum: float = 0.0
+
+    def record(self, residuals: np.ndarray) -> None:
+        self.added += len(residuals)
+        self.added_residual_sum += float(residuals.sum())
+
+    @property
+    def added_residual(self) -> float:
+        return self.added_residual_sum / self.added if self.added else 0.0
+
+    def growth(self) -> float:
+        """Rows added since training, as a fraction of the rows trained on."""
+        return self.added / max(1, self.trained_on)
+
+    def residual_ratio(self) -> float:
+        """Mean residual of added rows over that of the training sample (1.0 = no drift)."""
+        if not self.added or self.trained_residual <= 0:
+            return 1.0
+        return self.added_residual / self.trained_residual
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "trained_on": self.trained_on,
+            "added_since_training": self.added,
+            "growth": round(self.growth(), 4),
+            "residual_ratio": round(self.residual_ratio(), 4),
+        }

@@ -28,17 +28,21 @@ from shared.snapshots import (
     read_manifest,
     resolve,
 )
+from shared.spaces import DEFAULT_SPACE, SpaceSpec, space_models_dir, space_topic
 
 log = logging.getLogger(__name__)
 
 
 class IndexService:
-    """Search, similar and stats over the live catalog; load and swap snapshots."""
+    """Search, similar and stats over the live catalog of one vector space; load and swap
+    its snapshots (the space's folder and update topic come from :mod:`shared.spaces`)."""
 
-    def __init__(self, settings: Settings, metrics: Metrics):
+    def __init__(self, settings: Settings, metrics: Metrics, space: SpaceSpec | None = None):
         self.settings = settings
-        self.models_dir = Path(settings.model.models_dir)
-        self.topic = settings.kafka.item_vectors_topic
+        self.space = space or SpaceSpec(DEFAULT_SPACE)
+        self.name = self.space.name
+        self.models_dir = space_models_dir(Path(settings.model.models_dir), self.name)
+        self.topic = space_topic(settings.kafka.item_vectors_topic, self.name)
         self.metrics = metrics
         self._catalog: Catalog | None = None
         self._load_lock = threading.Lock()
@@ -53,7 +57,7 @@ class IndexService:
     def require(self) -> Catalog:
         catalog = self._catalog
         if catalog is None:
-            raise IndexNotReady("no snapshot loaded yet")
+            raise IndexNotReady(f"space {self.name!r}: no snapshot loaded yet")
         return catalog
 
     def on_swap(self, callback: Callable[[], None]) -> None:
@@ -72,7 +76,8 @@ class IndexService:
             item_ids, vectors = read_item_vectors(folder)
             # The contract keys offsets by the logical topic name; accept the configured one too.
             recorded = manifest.get("offsets") or {}
-            offsets = recorded.get("item-vectors", recorded.get(self.topic)) or {}
+            logical = space_topic("item-vectors", self.name)
+            offsets = recorded.get(logical, recorded.get(self.topic)) or {}
             catalog = Catalog(
                 version=str(manifest.get("version") or folder.name),
                 item_ids=item_ids,
@@ -80,10 +85,13 @@ class IndexService:
                 similarity_dims=int(manifest.get("similarity_dims") or vectors.shape[1]),
                 settings=self.settings.faiss,
                 offsets={int(p): int(o) for p, o in offsets.items()},
+                index_type=self.space.index_type,
+                normalized=bool(manifest.get("normalized", False)),
             )
             self._swap(catalog)
         log.info(
-            "loaded snapshot %s: %d items, dim %d, %s in %.2fs",
+            "loaded %s snapshot %s: %d items, dim %d, %s in %.2fs",
+            self.name,
             catalog.version,
             catalog.count,
             catalog.dim,
@@ -113,7 +121,8 @@ class IndexService:
 
     def _swap(self, catalog: Catalog) -> None:
         self._catalog = catalog
-        self.metrics.gauge("faiss.index_size", catalog.count)
+        if self.name == DEFAULT_SPACE:
+            self.metrics.gauge("faiss.index_size", catalog.count)
         for callback in self._on_swap:
             callback()
 
@@ -132,6 +141,7 @@ class IndexService:
             "results": [{"ids": ids, "scores": scores} for ids, scores in results],
             "model_version": version,
             "index_type": catalog.index_type,
+            "space": self.name,
         }
 
     def similar(self, item_id: str, k: int) -> dict[str, Any]:
@@ -140,8 +150,33 @@ class IndexService:
         limit_threads(self.settings.faiss.omp_threads)
         version = catalog.serving_version
         ids, scores = catalog.similar(item_id, k)
-        return {"item_id": item_id, "ids": ids, "scores": scores, "model_version": version}
+        return {
+            "item_id": item_id,
+            "ids": ids,
+            "scores": scores,
+            "model_version": version,
+            "space": self.name,
+        }
 
     def stats(self) -> dict[str, Any]:
         catalog = self.require()
-        return catalog.describe()
+        return {"space": self.name, "topic": self.topic, **catalog.describe()}
+
+    def summary(self) -> dict[str, Any]:
+        """One line per space for /v1/stats: loaded or not, version, size, index, recall."""
+        catalog = self._catalog
+        head: dict[str, Any] = {
+            "topic": self.topic,
+            "folder": str(space_models_dir(Path("."), self.name)),  # under RECSYS_MODELS_DIR
+            "index_type_asked": self.space.index_type,
+            "loaded": catalog is not None,
+        }
+        if catalog is None:
+            return head
+        described = catalog.describe()
+        keys = ("model_version", "serving_model_version", "count", "dimension", "index")
+        return {
+            **head,
+            **{key: described[key] for key in keys},
+            "recall_at_10": catalog.recall_at_10,
+        }

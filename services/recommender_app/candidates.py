@@ -1,7 +1,9 @@
 """Candidate generation: where the items an answer is ranked from come from.
 
 Today one source, the model: faiss_app ``/v1/search`` with the user's query vector (seen items
-excluded inside faiss_app) or ``/v1/similar`` for an item. This module is the seam for more
+excluded inside faiss_app) or ``/v1/similar`` for an item, asked of the item-to-item space
+first (``RecommenderSettings.similar_space``: the triplet embedding) and of the gmf space
+(GMF cosine) when that space is not served, not loaded yet, or does not hold the item. This module is the seam for more
 sources (co-engagement, trending, ...): each returns :class:`Candidates`, and the recommender
 filters, fills and decorates whatever this step returns.
 """
@@ -12,7 +14,8 @@ from dataclasses import dataclass, field
 
 from services.recommender_app.resilience import Budget, DependencyDown, Guard
 from services.recommender_app.user_state import UserState
-from shared.faiss_client import FaissClient, UnknownItem
+from shared.faiss_client import FaissClient, SpaceNotReady, UnknownItem, UnknownSpace
+from shared.spaces import DEFAULT_SPACE
 
 Hit = tuple[str, float]
 
@@ -28,10 +31,16 @@ class Candidates:
 class ModelCandidates:
     """The model's nearest items, from faiss_app, within the request budget."""
 
-    def __init__(self, guard: Guard, faiss: FaissClient, reserve_s: float):
+    def __init__(
+        self, guard: Guard, faiss: FaissClient, reserve_s: float, similar_space: str = DEFAULT_SPACE
+    ):
         self._guard = guard
         self._faiss = faiss
         self._reserve_s = reserve_s  # kept free for the popular fill and the metadata
+        # Spaces asked in turn for similar items; None = faiss_app's default space (gmf).
+        self._similar_spaces: tuple[str | None, ...] = (
+            (None,) if similar_space == DEFAULT_SPACE else (similar_space, None)
+        )
 
     def for_user(self, state: UserState, k: int, budget: Budget, degraded: set[str]) -> Candidates:
         """Top ``k`` by inner product with the user's query vector, seen items left out."""
@@ -52,15 +61,18 @@ class ModelCandidates:
             return Candidates()
 
     def similar_to(self, item_id: str, k: int, budget: Budget, degraded: set[str]) -> Candidates:
-        """The ``k`` items most cosine-similar to ``item_id`` (none when the index lacks it)."""
+        """The ``k`` items most similar to ``item_id`` in the first space that holds it (none
+        when no space does)."""
 
         def similar(timeout_s: float) -> Candidates:
-            try:
-                answer = self._faiss.similar_full(item_id, k, timeout_s)
-            except UnknownItem:
-                return Candidates()
-            hits = list(zip(answer["ids"], map(float, answer["scores"]), strict=True))
-            return Candidates(hits, answer.get("model_version"))
+            for space in self._similar_spaces:
+                try:
+                    answer = self._faiss.similar_full(item_id, k, timeout_s, space=space)
+                except (UnknownItem, UnknownSpace, SpaceNotReady):
+                    continue  # the next space (gmf last) may hold it
+                hits = list(zip(answer["ids"], map(float, answer["scores"]), strict=True))
+                return Candidates(hits, answer.get("model_version"))
+            return Candidates()
 
         try:
             return self._guard.call("faiss", budget, similar, self._reserve_s)
