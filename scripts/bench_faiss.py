@@ -194,6 +194,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 rss_after = rss_bytes()
                 index_bytes = faiss.serialize_index(index._index).nbytes if args.exact_bytes else 0
                 probes = args.nprobes if kind == IVF and args.nprobes else [params.nprobe]
+                faiss.omp_set_num_threads(args.search_threads or args.threads)
                 for nprobe in probes:
                     index.params = dataclasses.replace(index.params, nprobe=nprobe)
                     stats = measure(
@@ -219,6 +220,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     )
                     rows.append(probed)
                     tqdm.write(_line(probed))
+                faiss.omp_set_num_threads(args.threads)
                 del index
                 gc.collect()
             del items, queries
@@ -277,7 +279,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         f"Command: `{meta['command']}`",
         f"Machine: {meta['machine']}, {meta['cpus']} CPUs, faiss {meta['faiss']}, "
-        f"{meta['threads']} OpenMP threads; batch = {meta['batch']} queries; k = {meta['k']}; "
+        f"{meta['threads']} OpenMP threads ({meta.get('search_threads', meta['threads'])} "
+        f"while searching); batch = {meta['batch']} queries; k = {meta['k']}; "
         f"{meta['queries']} queries; clustered data ({meta['clusters']} clusters); "
         f"space {meta.get('space', 'gmf')}." + load,
         "Recall@10 is against the exact IndexFlatIP answers on the same queries. "
@@ -355,6 +358,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=os.cpu_count() or 1, help="FAISS OpenMP threads"
     )
     parser.add_argument(
+        "--search-threads",
+        type=int,
+        default=0,
+        help="FAISS OpenMP threads while searching (0: --threads); faiss_app searches with one "
+        "thread per request thread",
+    )
+    parser.add_argument(
         "--no-exact-bytes",
         dest="exact_bytes",
         action="store_false",
@@ -387,6 +397,7 @@ def main(argv: list[str] | None = None) -> None:
         "cpus": os.cpu_count(),
         "faiss": faiss.__version__,
         "threads": args.threads,
+        "search_threads": args.search_threads or args.threads,
         "batch": args.batch,
         "k": args.k,
         "queries": args.queries,
