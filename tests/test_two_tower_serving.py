@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from services.recommender_app.two_tower import TwoTowerCandidates, TwoTowerModel, update_topic
+from shared import snapshots
+from shared.cold_start_blend import BlendRule
 from shared.config import Settings
 from shared.data import SyntheticConfig, generate
 from shared.item_vectors import decode
@@ -17,8 +20,9 @@ from shared.kafka import make_consumer
 from shared.model.two_tower import TwoTowerConfig
 from shared.model.two_tower_cli import catalogue_vectors, train_two_tower
 from shared.model.two_tower_features import FeatureSpace
-from shared.model.two_tower_snapshot import save_two_tower
+from shared.model.two_tower_snapshot import save_two_tower, space_dir
 from tests.conftest import replace
+from tests.polling import wait_for
 from tests.test_recommender_support import client_for
 
 KEY = "k" * 32
@@ -109,3 +113,37 @@ def test_blend_moves_from_two_tower_to_gmf_as_the_seen_list_grows(tmp_path: Path
     assert known is not None and [i for i, _ in known][:2] == ["g0", "t0"]
     assert sum(i.startswith("t") for i, _ in known) == 2  # the floor: a fifth
     assert asked[-1] == (10, seen)  # seen items excluded inside faiss_app
+
+
+def test_recommend_blends_the_two_tower_space_for_a_new_user(
+        stack, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from tests.test_recommender_support import api_settings, make_world, seed, start_faiss
+
+    world = make_world(tmp_path_factory.mktemp("models"))
+    version = write_two_tower(world.models_dir)
+    two_tower_ids = set(snapshots.read_json(
+        space_dir(world.models_dir) / version / snapshots.ITEM_IDS))
+    proc, url = start_faiss(world, {**os.environ, **stack.env()}, tmp_path_factory.mktemp("f"))
+    try:
+        configured = replace(api_settings(settings, url), "model", models_dir=world.models_dir)
+        seed(configured, world)
+        client, deps = client_for(configured)
+        try:
+            def answer_for(user: str) -> list[str]:
+                got = client.simulate_get("/recommend", params={"user_id": user, "k": 10})
+                assert got.status_code == 200, got.text
+                return [item["item_id"] for item in got.json["items"]]
+
+            assert wait_for(lambda: any(i in two_tower_ids for i in answer_for("brand-new")),
+                            timeout_s=30)
+            new_user = answer_for("brand-new")
+            from_tower = [i for i in new_user if i in two_tower_ids]
+            assert 3 <= len(from_tower) <= 6  # half the list, less what filters drop
+            known = answer_for("u0")  # a user GMF knows: fewer slots the longer their history
+            share = BlendRule().share(len(world.seen["u0"]))
+            assert share < 0.5
+            assert 1 <= sum(i in two_tower_ids for i in known) <= round(10 * share)
+        finally:
+            deps.close()
+    finally:
+        proc.stop()

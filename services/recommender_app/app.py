@@ -33,7 +33,12 @@ from services.recommender_app.resources import (
 )
 from services.recommender_app.spool import Spool
 from services.recommender_app.spool_sender import SpoolSender
-from services.recommender_app.two_tower import NewItemVectors, TwoTowerModel
+from services.recommender_app.two_tower import (
+    NewItemVectors,
+    TwoTowerCandidates,
+    TwoTowerModel,
+    faiss_search,
+)
 from shared.config import RecommenderSettings, Settings
 from shared.faiss_client import FaissError
 from shared.fast_json import use_orjson_answers
@@ -125,7 +130,8 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
         ServingRanking(deps.redis, settings.ranking, guard) if settings.ranking.enabled else None
     )
     recommender = Recommender(
-        deps, rec, guard, catalogue.deleted, catalogue.new_items, ranking=ranking
+        deps, rec, guard, catalogue.deleted, catalogue.new_items, ranking=ranking,
+        two_tower=TwoTowerCandidates(two_tower, faiss_search(deps.faiss), now_ms=deps.now_ms),
     )
     app.add_route("/recommend", RecommendResource(recommender, rec))
     app.add_route("/events", EventsResource(publisher, rec, deps.metrics, deps.now_ms))

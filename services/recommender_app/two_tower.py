@@ -29,6 +29,7 @@ from confluent_kafka import KafkaError, Message
 from services.recommender_app.producer import RecoveringProducer
 from shared import snapshots
 from shared.cold_start_blend import BlendRule, blend
+from shared.faiss_client import FaissClient, SpaceNotReady, UnknownSpace
 from shared.item_vectors import encode_value
 from shared.kafka import DeliveryError
 from shared.model.errors import SnapshotFormatError
@@ -131,6 +132,21 @@ class NewItemVectors:
 
 
 Search = Callable[[np.ndarray, int, list[str], float], dict[str, Any]]
+NOTHING: dict[str, Any] = {"results": [{"ids": [], "scores": []}]}
+
+
+def faiss_search(faiss: FaissClient) -> Search:
+    """Search faiss_app's two-tower space; a space that is not served or not loaded yet is
+    no answer rather than a faiss outage (so it never opens the breaker GMF relies on)."""
+
+    def search(query: np.ndarray, k: int, exclude: list[str], timeout_s: float
+               ) -> dict[str, Any]:
+        try:
+            return faiss.search_full(query[None, :], k, [exclude], timeout_s, space=SPACE)
+        except (UnknownSpace, SpaceNotReady):
+            return NOTHING
+
+    return search
 
 
 class TwoTowerCandidates:
