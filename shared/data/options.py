@@ -82,3 +82,15 @@ def items_from_args(args: argparse.Namespace, path: Path | None = None,
     items, report = load_items(path, args.items_format, args.item_columns)
     print(report.summary(), file=out or sys.stderr)
     return items
+
+
+def data_flags(args: argparse.Namespace) -> list[str]:
+    """The data flags of ``args`` as command-line arguments again, for a child process."""
+    argv = ["--format", args.format]
+    for flag, mapping in (("--columns", args.columns), ("--events", args.events),
+                          ("--item-columns", getattr(args, "item_columns", None))):
+        if mapping:
+            argv += [flag, ",".join(f"{k}={v}" for k, v in mapping.items())]
+    if getattr(args, "items", None) is not None:
+        argv += ["--items", str(args.items), "--items-format", args.items_format]
+    return argv
