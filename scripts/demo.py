@@ -33,7 +33,7 @@ from typing import Any
 import requests
 
 from scripts import dashboard_png, localstack
-from scripts.processes import ProcessGroup, ServiceFailed
+from scripts.processes import ManagedProcess, ProcessGroup, ServiceFailed
 from shared.config import Settings
 from shared.data.options import add_data_arguments, data_flags
 
@@ -155,6 +155,48 @@ def load_report(log_path: Path) -> list[str]:
     return report
 
 
+def start_api(group: ProcessGroup, asked: int | None, usual: int) -> tuple[ManagedProcess, int]:
+    """recommender_app on the asked port, else the usual one, else (taken) a free one.
+
+    Taken is judged by gunicorn itself binding the port (its "Listening at" line), not by a
+    probe beforehand: another program may take the port in between, and a probe of /healthz
+    could be answered by that other program.
+    """
+    port, note = choose_api_port(asked, usual)
+    for _ in range(3):
+        log = group.log_dir / "recommender_app.log"
+        offset = log.stat().st_size if log.is_file() else 0
+        child = group.gunicorn("recommender_app", "services.recommender_app.wsgi:app", port,
+                               RECSYS_RECOMMENDER_PORT=str(port))
+        if _listening(child, log, offset, port):
+            if note:
+                print(f"      {note}")
+            return child, port
+        child.stop()
+        group.children.remove(child)
+        if asked:
+            raise ServiceFailed(f"recommender_app could not listen on port {port}:\n"
+                                f"{child.log_tail()}")
+        port = localstack.free_port()
+        note = f"port {usual} is taken, so the API is on port {port} instead"
+    raise ServiceFailed("recommender_app found no free port")
+
+
+def _listening(child: ManagedProcess, log: Path, offset: int, port: int,
+               timeout_s: float = 60.0) -> bool:
+    wanted = f"Listening at: http://127.0.0.1:{port}".encode()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with open(log, "rb") as fh:
+            fh.seek(offset)
+            if wanted in fh.read():
+                return True
+        if not child.running():
+            return False
+        time.sleep(0.1)
+    return False
+
+
 def curl_lines(api: str) -> list[str]:
     return [f"curl '{api}/recommend?k=5'",
             f"curl '{api}/recommend?user_id=<a user id>&k=5'",
@@ -221,9 +263,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"      running without metrics: {info.metrics_missing}")
     dashboard = work / "dashboard.png"
     faiss_port = args.faiss_port or localstack.free_port()
-    api_port, port_note = choose_api_port(args.api_port, Settings.from_env().recommender.port)
-    if port_note:
-        print(f"      {port_note}")
     env = {
         **dict(__import__("os").environ),
         **info.env(),
@@ -231,11 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         "RECSYS_RECOMMENDER_SPOOL_DIR": str(work / "spool"),
         "RECSYS_FAISS_URL": f"http://127.0.0.1:{faiss_port}",
         "RECSYS_FAISS_PORT": str(faiss_port),
-        "RECSYS_RECOMMENDER_PORT": str(api_port),
         "RECSYS_STATSD_ENABLED": "true",
     }
     settings = Settings.from_env(env)
-    api = f"http://127.0.0.1:{api_port}"
     group = ProcessGroup(env, work / "logs")
     try:
         data_dir = work / "data"
@@ -259,14 +296,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"      {line}")
         print(f"      done in {time.monotonic() - started:.0f}s; "
               f"offline evaluation in {work / 'offline_eval.json'}")
-        print(f"[4/6] faiss_app on :{faiss_port}, recommender_app on :{api_port} (gunicorn), "
-              "incremental trainer ...")
+        print(f"[4/6] faiss_app on :{faiss_port}, recommender_app, incremental trainer "
+              "(gunicorn) ...")
         faiss = group.gunicorn("faiss_app", "services.faiss_app.wsgi:app", faiss_port,
                                config=Path("services/faiss_app/gunicorn.conf.py"))
         faiss.wait_http(f"{settings.faiss.url}/readyz")
-        recommender = group.gunicorn("recommender_app", "services.recommender_app.wsgi:app",
-                                     api_port)
+        recommender, api_port = start_api(group, args.api_port, settings.recommender.port)
+        api = f"http://127.0.0.1:{api_port}"
         recommender.wait_http(f"{api}/healthz")
+        print(f"      recommender_app on :{api_port}")
         print("      try:" + "".join(f"\n        {line}" for line in curl_lines(api)))
         trainer = group.python("incremental_trainer", "services.incremental_trainer")
         stream = data_dir / "stream.csv"
