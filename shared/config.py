@@ -428,6 +428,9 @@ class RecommenderSettings:
     spool_max_bytes: int = setting("RECOMMENDER_SPOOL_MAX_BYTES", 256 << 20, _parse_non_negative_int)
     # faiss_app space answering /recommend?item_id= first; "gmf" (cosine) is always the fallback.
     similar_space: str = setting("RECOMMENDER_SIMILAR_SPACE", "triplet", _parse_space_name)
+    # The top of Redis ``popular`` kept in process this long for the fill step (0 = off);
+    # dropped at once when a Redis call fails (services/recommender_app/popular_list.py).
+    popular_cache_s: float = setting("RECOMMENDER_POPULAR_CACHE_S", 1.0, _parse_non_negative_float)
 
 
 @dataclass(frozen=True)

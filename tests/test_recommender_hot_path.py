@@ -14,6 +14,7 @@ from services.recommender_app.app import make_guard
 from services.recommender_app.catalog import Catalog, normalize
 from services.recommender_app.deps import Deps
 from services.recommender_app.metadata_cache import MetadataCache
+from services.recommender_app.popular_list import PopularList
 from services.recommender_app.resilience import Budget
 from shared.config import Settings
 from shared.storage import mongo, redis_store
@@ -149,5 +150,35 @@ def test_metadata_is_not_cached_as_absent_while_mongodb_is_down(settings: Settin
         }
         assert degraded == {"mongo"}
         assert catalog.local.lookup([only_in_mongo]) == ({}, [only_in_mongo])
+    finally:
+        deps.close()
+
+
+def test_popular_list_is_reused_for_a_second_and_dropped_when_redis_fails(
+    settings: Settings, world
+):
+    now = [1000.0]
+    seed(settings, world)
+    deps = Deps.from_settings(settings)
+    guard = make_guard(settings, deps)
+    popular = PopularList(guard, deps.redis, size=4, ttl_s=1.0, clock=lambda: now[0])
+
+    def top(n: int, exclude: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+        return [item for item, _ in popular.top(n, set(exclude), Budget(3.0))]
+
+    try:
+        assert top(3) == world.popular[:3]
+        deps.redis.zadd(redis_store.POPULAR_KEY, {"rising": 1e9})
+        now[0] += 0.9
+        assert top(3) == world.popular[:3]  # the copy, no Redis call
+        # Exclusions apply to the copy; past what it holds (4 entries), Redis is asked.
+        assert top(2, {world.popular[0]}) == world.popular[1:3]
+        assert top(3, set(world.popular[:2])) == ["rising", *world.popular[2:4]]
+        now[0] += 0.2
+        assert top(3) == ["rising", *world.popular[:2]]  # expired: read again
+        deps.redis.zrem(redis_store.POPULAR_KEY, "rising")
+        guard.breakers["redis"].failure()  # what any failed Redis call of this worker records
+        guard.breakers["redis"].success()
+        assert top(3) == world.popular[:3]  # the copy was dropped at once
     finally:
         deps.close()

@@ -37,6 +37,7 @@ from services.recommender_app.catalog import Catalog
 from services.recommender_app.deps import Deps
 from services.recommender_app.metadata_cache import MetadataCache
 from services.recommender_app.new_items import NewItems, with_new_items
+from services.recommender_app.popular_list import PopularList
 from services.recommender_app.ranking import ServingRanking
 from services.recommender_app.resilience import Budget, DependencyDown, Guard
 from services.recommender_app.two_tower import TwoTowerCandidates
@@ -45,7 +46,6 @@ from shared.config import RecommenderSettings
 from shared.deleted_items import DeletedItems, drop_deleted
 from shared.ranking.candidates import UserContext
 from shared.ranking.pipeline import explanation
-from shared.storage import redis_store
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,9 @@ class Filters:
 
 
 NO_FILTERS = Filters()
+# Popular entries kept in process beyond max_k: room for a seen list (200 by default) and the
+# items already chosen, which the fill skips.
+POPULAR_COPY_EXTRA = 512
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,13 @@ class Recommender:
             deps.db,
             deps.redis,
             MetadataCache(settings.metadata_cache_items, settings.metadata_cache_s, deps.clock),
+        )
+        self.popular_list = PopularList(
+            guard,
+            deps.redis,
+            settings.max_k + POPULAR_COPY_EXTRA,
+            settings.popular_cache_s,
+            deps.clock,
         )
         # Metric names built once, not per request.
         self._source_metrics = {
@@ -299,9 +309,7 @@ class Recommender:
 
     def _popular(self, n: int, exclude: set[str], budget: Budget, degraded: set[str]) -> list[Hit]:
         try:
-            return self._guard.call(
-                "redis", budget, lambda _t: redis_store.top_popular(self._deps.redis, n, exclude)
-            )
+            return self.popular_list.top(n, exclude, budget)
         except DependencyDown:
             degraded.add("redis")
             return []

@@ -75,6 +75,7 @@ class Breaker:
         self._failures = 0
         self._open_until: float | None = None
         self._trial_running = False
+        self.failures = 0  # every failure so far: a change means the dependency failed since
 
     @property
     def is_open(self) -> bool:
@@ -98,6 +99,7 @@ class Breaker:
     def failure(self) -> None:
         with self._lock:
             self._failures += 1
+            self.failures += 1
             if self._open_until is not None or self._failures >= self._threshold:
                 self._open_until = self._clock() + self._cooldown_s
             self._trial_running = False
