@@ -30,7 +30,7 @@ from shared.model.cli import (
 from shared.model.offline import format_table, run_experiment, unique_pairs
 from shared.model.two_tower_cli import add_two_tower_arguments, load_with_items, two_tower_config
 from shared.model.two_tower_offline import add_two_tower
-from shared.startup import load_settings
+from shared.startup import settings_for_parser
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
@@ -55,7 +55,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load_settings("evaluate_offline")
+    settings = settings_for_parser("evaluate_offline", argv)
     args = build_parser(settings).parse_args(argv)
     setup_logging("evaluate_offline")
     try:

@@ -45,7 +45,7 @@ from shared.model.cli import (
 )
 from shared.model.ids import HashIdMap, VocabIdMap
 from shared.model.offline import Pairs, Trained, format_table, run_experiment, train, unique_pairs
-from shared.startup import load_settings
+from shared.startup import settings_for_parser
 from shared.storage import mongo, redis_store
 
 log = logging.getLogger("initial_training")
@@ -196,7 +196,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load_settings("initial_training")
+    settings = settings_for_parser("initial_training", argv)
     args = build_parser(settings).parse_args(argv)
     setup_logging("initial_training")
     try:

@@ -8,7 +8,7 @@ bad usage), so a supervisor or a CI job can tell it from a crash.
 from __future__ import annotations
 
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import NoReturn
 
 from shared.config import ConfigError, Settings
@@ -38,3 +38,16 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
         return Settings.from_env(env, secrets=secrets)
     except ConfigError as exc:
         config_error_exit(service, exc)
+
+
+def settings_for_parser(service: str, argv: Sequence[str] | None = None) -> Settings:
+    """The settings a script's argument parser takes its defaults from.
+
+    ``--help`` must work whatever the environment holds, so with ``-h``/``--help`` on the
+    command line the built-in defaults are used (the help then shows those); otherwise
+    :func:`load_settings`, which exits 2 on a bad variable.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if "-h" in args or "--help" in args:
+        return Settings.from_env({})
+    return load_settings(service, None)

@@ -136,6 +136,17 @@ def test_entry_point_help_needs_no_valid_settings(service: str) -> None:
     assert f"python -m services.{service}" in done.stdout
 
 
+@pytest.mark.parametrize("script", ["initial_training", "evaluate_offline"])
+def test_script_help_needs_no_valid_settings_but_a_run_does(script: str) -> None:
+    # Regression: these scripts built their parser from the settings, so --help exited 2.
+    done = run([sys.executable, "-m", f"scripts.{script}", "--help"], BAD_ENV)
+    assert done.returncode == 0, done.stderr
+    assert f"python -m scripts.{script}" in done.stdout
+    refused = run([sys.executable, "-m", f"scripts.{script}", "--input", "x.csv"], BAD_ENV)
+    assert refused.returncode == 2
+    assert "RECSYS_EMBEDDING_DIM" in refused.stderr and "Traceback" not in refused.stderr
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_entry_point_bad_settings_print_one_line_and_exit_2(service: str) -> None:
     done = run([sys.executable, "-m", f"services.{service}"], BAD_ENV)
