@@ -4,7 +4,6 @@ interaction, and a deleted item gone from every answer and staying gone."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -20,27 +19,11 @@ from tests.test_recommender_support import (
     World,
     api_settings,
     client_for,
-    make_world,
     seed,
-    start_faiss,
 )
 
 KEY = "k" * 32
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return make_world(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture(scope="module")
-def faiss_url(world: World, stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    proc, url = start_faiss(world, {**os.environ, **stack.env()}, tmp_path_factory.mktemp("faiss"))
-    try:
-        yield url
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

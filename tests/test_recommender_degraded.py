@@ -22,7 +22,6 @@ from tests.test_recommender_support import (
     World,
     api_settings,
     client_for,
-    make_world,
     seed,
     start_faiss,
 )
@@ -30,20 +29,6 @@ from tests.test_recommender_support import (
 # Tight enough to show the budget at work, loose enough for a shared two-core machine.
 BUDGET_S = 0.6
 SLACK_S = 1.0
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return make_world(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture(scope="module")
-def faiss_url(world: World, stack, tmp_path_factory) -> Iterator[str]:
-    proc, url = start_faiss(world, {**os.environ, **stack.env()}, tmp_path_factory.mktemp("faiss"))
-    try:
-        yield url
-    finally:
-        proc.stop()
 
 
 def dead_port_url(scheme: str) -> str:

@@ -3,9 +3,6 @@ a real faiss_app (the shared session stack)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import pytest
 
 from scripts.bench_api import metadata
@@ -20,27 +17,10 @@ from shared.config import Settings
 from shared.storage import mongo, redis_store
 from tests.conftest import replace
 from tests.test_recommender_support import (
-    World,
     api_settings,
     client_for,
-    make_world,
     seed,
-    start_faiss,
 )
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return make_world(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture(scope="module")
-def faiss_url(world: World, stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    proc, url = start_faiss(world, {**os.environ, **stack.env()}, tmp_path_factory.mktemp("faiss"))
-    try:
-        yield url
-    finally:
-        proc.stop()
 
 
 def ids_of(body: dict) -> list[str]:

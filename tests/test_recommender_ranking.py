@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,26 +15,10 @@ from tests.test_recommender_support import (
     World,
     api_settings,
     client_for,
-    make_world,
     seed,
-    start_faiss,
 )
 
 SOURCES = ["gmf", "co_engagement", "trending", "popular", "new_items"]
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return make_world(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture(scope="module")
-def faiss_url(world: World, stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    proc, url = start_faiss(world, {**os.environ, **stack.env()}, tmp_path_factory.mktemp("faiss"))
-    try:
-        yield url
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

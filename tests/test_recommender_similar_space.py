@@ -15,18 +15,12 @@ from tests.test_recommender_support import (
     World,
     api_settings,
     client_for,
-    make_world,
     seed,
     start_faiss,
 )
 
 TRIPLET_DIM = 6
 TOKEN = "similar-space-token"
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return make_world(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")
