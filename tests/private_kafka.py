@@ -5,22 +5,14 @@ The session stack's broker is shared by every test; stalling it would disturb th
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
-from pathlib import Path
 
 from scripts import localstack
+from tests.private_server import PrivateServer
 
 
-class PrivateKafka:
-    def __init__(self, data_dir: Path):
-        self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = localstack.free_port()
-        self.proc: subprocess.Popen | None = None
-
+class PrivateKafka(PrivateServer):
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
@@ -41,18 +33,3 @@ class PrivateKafka:
             time.monotonic() + 20.0,
             lambda: None,
         )
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGCONT)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None

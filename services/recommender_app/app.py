@@ -44,6 +44,7 @@ from shared.faiss_client import FaissError
 from shared.fast_json import use_orjson_answers
 from shared.logs import setup_logging
 from shared.request_ids import RequestIdMiddleware
+from shared.storage import redis_deadline
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def make_guard(settings: Settings, deps: Deps) -> Guard:
         cooldown_s=settings.recommender.breaker_cooldown_s,
         clock=deps.clock,
         hard_deadline={"mongo"},
+        scopes={"redis": redis_deadline.within},
     )
 
 

@@ -21,7 +21,7 @@ from shared.config import Settings
 from shared.faiss_client import FaissClient
 from shared.kafka import make_producer
 from shared.metrics import Metrics
-from shared.storage import mongo, redis_store
+from shared.storage import mongo, redis_deadline
 
 
 def _now_ms() -> int:
@@ -50,12 +50,13 @@ class Deps:
     def from_settings(cls, settings: Settings, **overrides: Any) -> Deps:
         """Real clients for ``settings``; keyword arguments replace individual fields.
 
-        Only the clients not overridden are built. Redis gets a socket timeout no longer than
-        the request budget, because redis-py has no per-call timeout.
+        Only the clients not overridden are built. Redis calls inside a request end within
+        what is left of its budget (:mod:`shared.storage.redis_deadline`); outside one (health
+        checks, catalogue writes) they get a socket timeout no longer than the whole budget.
         """
         factories: dict[str, Callable[[], Any]] = {
             "db": lambda: mongo.connect(settings.mongo),
-            "redis": lambda: redis_store.connect(
+            "redis": lambda: redis_deadline.connect(
                 dataclasses.replace(
                     settings.redis,
                     timeout_s=min(settings.redis.timeout_s, settings.recommender.request_budget_s),

@@ -46,6 +46,7 @@ from shared.config import RecommenderSettings
 from shared.deleted_items import DeletedItems, drop_deleted
 from shared.ranking.candidates import UserContext
 from shared.ranking.pipeline import explanation
+from shared.storage import redis_deadline
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +129,15 @@ class Recommender:
         """Dispatch on the id given (at most one) and record the per-source metrics."""
         started = time.perf_counter()
         budget = Budget(self._budget_s, self._deps.clock)
-        if user_id is not None:
-            answer = self.for_user(user_id, k, budget, filters)
-        elif item_id is not None:
-            answer = self.similar_to(item_id, k, budget, filters)
-        else:
-            answer = self.popular(k, budget, filters)
+        # Redis reads outside the guard (deleted and new items refreshed on the request path)
+        # end within the budget too.
+        with redis_deadline.within(self._budget_s):
+            if user_id is not None:
+                answer = self.for_user(user_id, k, budget, filters)
+            elif item_id is not None:
+                answer = self.similar_to(item_id, k, budget, filters)
+            else:
+                answer = self.popular(k, budget, filters)
         metrics = self._deps.metrics
         count_name, timer_name = self._source_metrics[answer.source]
         metrics.incr(count_name)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import AbstractContextManager
 from typing import TypeVar
 
 from shared.metrics import Metrics
@@ -117,6 +118,9 @@ class Guard:
     hard_deadline : names of dependencies
         Run off the request thread, so the request never waits past the timeout even when
         the client itself overruns it.
+    scopes : mapping of dependency name to a context manager factory
+        Entered with the call's timeout around the call, for clients that bound themselves
+        by a deadline of the calling thread (:mod:`shared.storage.redis_deadline`).
     """
 
     def __init__(
@@ -127,8 +131,10 @@ class Guard:
         cooldown_s: float,
         clock: Callable[[], float] = time.monotonic,
         hard_deadline: Collection[str] = (),
+        scopes: Mapping[str, Callable[[float], AbstractContextManager[object]]] | None = None,
     ):
         self._caps = dict(caps)
+        self._scopes = dict(scopes or {})
         self._hard = frozenset(hard_deadline)
         self._pool = (
             ThreadPoolExecutor(HARD_DEADLINE_THREADS, thread_name_prefix="dependency-call")
@@ -168,6 +174,10 @@ class Guard:
         return value
 
     def _run(self, dependency: str, fn: Callable[[float], T], timeout_s: float) -> T:
+        scope = self._scopes.get(dependency)
+        if scope is not None:
+            with scope(timeout_s):
+                return fn(timeout_s)
         if self._pool is None or dependency not in self._hard:
             return fn(timeout_s)
         future = self._pool.submit(fn, timeout_s)

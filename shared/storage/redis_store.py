@@ -27,13 +27,15 @@ QUERY_KEY = "query:{user_id}"
 _RESCALE_AFTER_HALF_LIVES = 32.0
 
 
-def connect(settings: RedisSettings) -> redis.Redis:
+def connect(settings: RedisSettings, **options: Any) -> redis.Redis:
+    """A client for ``settings``; ``options`` are further ``redis.Redis`` keyword arguments."""
     return redis.Redis.from_url(
         settings.url,
         socket_timeout=settings.timeout_s,
         socket_connect_timeout=settings.timeout_s,
         decode_responses=True,
         health_check_interval=30,
+        **options,
     )
 
 
