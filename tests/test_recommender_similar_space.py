@@ -86,3 +86,36 @@ def test_similar_uses_the_triplet_space_and_falls_back_to_gmf(
     assert ids_of(recommend(gmf_only, "i7")) == world.exact_similar("i7", 5)
     unknown_space = api_settings(settings, faiss_url, similar_space="nope")
     assert ids_of(recommend(unknown_space, "i7")) == world.exact_similar("i7", 5)
+
+
+class SpacesAsked(FaissClient):
+    """The real client, noting which space each /v1/similar call asked."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, 2.0)
+        self.asked: list[str | None] = []
+
+    def similar_full(self, item_id: str, k: int, timeout_s: float | None = None,
+                     space: str | None = None) -> dict:
+        self.asked.append(space)
+        return super().similar_full(item_id, k, timeout_s, space)
+
+
+def test_an_unserved_space_is_skipped_for_a_second_not_asked_every_time(
+    settings: Settings, faiss_url: str, world: World
+) -> None:
+    now = [100.0]
+    faiss = SpacesAsked(faiss_url)
+    configured = api_settings(settings, faiss_url, similar_space="nope")
+    seed(configured, world)
+    client, deps = client_for(configured, faiss=faiss, clock=lambda: now[0])
+    try:
+        for _ in range(3):
+            body = client.simulate_get("/recommend", params={"item_id": "i7", "k": 5}).json
+            assert ids_of(body) == world.exact_similar("i7", 5) and body["degraded"] is False
+        assert faiss.asked == ["nope", None, None, None]  # asked once, then gmf directly
+        now[0] += 1.01
+        client.simulate_get("/recommend", params={"item_id": "i7", "k": 5})
+        assert faiss.asked[-2:] == ["nope", None]  # asked again after the pause
+    finally:
+        deps.close()

@@ -10,6 +10,8 @@ filters, fills and decorates whatever this step returns.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from services.recommender_app.resilience import Budget, DependencyDown, Guard
@@ -18,6 +20,10 @@ from shared.faiss_client import FaissClient, SpaceNotReady, UnknownItem, Unknown
 from shared.spaces import DEFAULT_SPACE
 
 Hit = tuple[str, float]
+
+# A space faiss_app does not serve (or has not loaded) is skipped for this long before it is
+# asked again: without it every similar request paid one extra faiss_app round trip.
+SPACE_RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -32,15 +38,22 @@ class ModelCandidates:
     """The model's nearest items, from faiss_app, within the request budget."""
 
     def __init__(
-        self, guard: Guard, faiss: FaissClient, reserve_s: float, similar_space: str = DEFAULT_SPACE
+        self,
+        guard: Guard,
+        faiss: FaissClient,
+        reserve_s: float,
+        similar_space: str = DEFAULT_SPACE,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self._guard = guard
         self._faiss = faiss
         self._reserve_s = reserve_s  # kept free for the popular fill and the metadata
+        self._clock = clock
         # Spaces asked in turn for similar items; None = faiss_app's default space (gmf).
         self._similar_spaces: tuple[str | None, ...] = (
             (None,) if similar_space == DEFAULT_SPACE else (similar_space, None)
         )
+        self._space_retry_at: dict[str | None, float] = {}  # space → when to ask it again
 
     def for_user(self, state: UserState, k: int, budget: Budget, degraded: set[str]) -> Candidates:
         """Top ``k`` by inner product with the user's query vector, seen items left out."""
@@ -66,10 +79,16 @@ class ModelCandidates:
 
         def similar(timeout_s: float) -> Candidates:
             for space in self._similar_spaces:
+                if self._space_retry_at.get(space, 0.0) > self._clock():
+                    continue
                 try:
                     answer = self._faiss.similar_full(item_id, k, timeout_s, space=space)
-                except (UnknownItem, UnknownSpace, SpaceNotReady):
+                except UnknownItem:
                     continue  # the next space (gmf last) may hold it
+                except (UnknownSpace, SpaceNotReady):
+                    if space is not None:  # the default space is always asked
+                        self._space_retry_at[space] = self._clock() + SPACE_RETRY_S
+                    continue
                 hits = list(zip(answer["ids"], map(float, answer["scores"]), strict=True))
                 return Candidates(hits, answer.get("model_version"))
             return Candidates()

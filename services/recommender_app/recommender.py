@@ -98,7 +98,9 @@ class Recommender:
         reserve_s = settings.request_budget_s * FALLBACK_SHARE
         self._guard = guard
         self.users = UserStateReader(guard, deps.redis, deps.db, reserve_s)
-        self.candidates = ModelCandidates(guard, deps.faiss, reserve_s, settings.similar_space)
+        self.candidates = ModelCandidates(
+            guard, deps.faiss, reserve_s, settings.similar_space, deps.clock
+        )
         self.catalog = Catalog(
             guard,
             deps.db,
