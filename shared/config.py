@@ -431,6 +431,10 @@ class RecommenderSettings:
     # The top of Redis ``popular`` kept in process this long for the fill step (0 = off);
     # dropped at once when a Redis call fails (services/recommender_app/popular_list.py).
     popular_cache_s: float = setting("RECOMMENDER_POPULAR_CACHE_S", 1.0, _parse_non_negative_float)
+    # Each worker searches its own copy of faiss_app's gmf index (same snapshot, same Kafka
+    # updates) instead of calling faiss_app, which stays the fallback while the copy is not
+    # current (services/recommender_app/local_index.py). Memory: one index per worker.
+    local_search: bool = setting("RECOMMENDER_LOCAL_SEARCH", False, _parse_bool)
 
 
 @dataclass(frozen=True)

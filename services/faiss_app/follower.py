@@ -12,6 +12,11 @@ reload or a compaction) the follower is woken and re-positions on the new catalo
 One micro-batch from :func:`shared.kafka.poll_batches` is applied under the catalog's write
 lock as a unit. Malformed messages are logged, counted and skipped; nothing a message holds
 can end the thread.
+
+``caught_up`` turns true once the catalog it follows (``following``) has applied everything
+each partition held when the follower was assigned for it, and ``last_turn_at`` is the
+monotonic time of the poll loop's latest turn: together they say whether the catalog is as
+fresh as the topic (the recommender's in-process copy searches only then).
 """
 
 from __future__ import annotations
@@ -58,6 +63,10 @@ class UpdateFollower:
         self._start_lock = threading.Lock()
         self.malformed = 0
         self._model_age_at = 0.0
+        self.caught_up = False  # about ``following``
+        self.following: Catalog | None = None  # the catalog the consumer is positioned for
+        self.last_turn_at: float | None = None
+        self._catch_up_to: dict[int, int] = {}  # partition → end offset when assigned
         self.topic = service.topic
         suffix = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.group_id = f"faiss-app-{service.name}-{socket.gethostname()}-{suffix}"
@@ -86,6 +95,7 @@ class UpdateFollower:
             "topic": self.topic,
             "group_id": self.group_id,
             "malformed": self.malformed,
+            "caught_up": self.caught_up,
         }
 
     # -- the thread ----------------------------------------------------------------------------
@@ -106,7 +116,7 @@ class UpdateFollower:
                 if catalog is None or not self._assign(consumer, catalog):
                     self._stopping.wait(RETRY_S)
                     continue
-                ticking = TickingConsumer(consumer, self._report_model_age)
+                ticking = TickingConsumer(consumer, self._turn)
                 for batch in poll_batches(
                     ticking,  # type: ignore[arg-type]
                     BATCH_MAX_MESSAGES,
@@ -145,6 +155,19 @@ class UpdateFollower:
             log.info("topic %s is not there yet", topic)
             return False
         offsets = catalog.updates.offsets
+        self.caught_up = False
+        self.following = catalog
+        self._catch_up_to = {}
+        for partition in described.partitions:
+            try:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=METADATA_TIMEOUT_S
+                )
+            except Exception as exc:  # KafkaException: broker down; retried by the caller
+                log.warning("no end offsets for %s: %s", topic, exc)
+                return False
+            if high > max(low, offsets.get(partition, low)):
+                self._catch_up_to[partition] = high
         consumer.assign(
             [
                 TopicPartition(topic, partition, offsets.get(partition, OFFSET_BEGINNING))
@@ -191,8 +214,18 @@ class UpdateFollower:
             if kind != TIMESTAMP_NOT_AVAILABLE:
                 self._metrics.timing("faiss.update_lag_ms", time.time() * 1000.0 - produced_ms)
 
+    def _turn(self) -> None:
+        """Called from every poll-loop turn."""
+        self.last_turn_at = time.monotonic()
+        if not self.caught_up and self.following is not None:
+            applied = self.following.updates.offsets
+            self.caught_up = all(
+                applied.get(partition, 0) >= end for partition, end in self._catch_up_to.items()
+            )
+        self._report_model_age()
+
     def _report_model_age(self) -> None:
-        """Called from every poll-loop turn; sends the instance's gauges about once a second."""
+        """Sends the instance's gauges about once a second."""
         now = time.monotonic()
         if now - self._model_age_at < MODEL_AGE_EVERY_S or self._service.name != DEFAULT_SPACE:
             return

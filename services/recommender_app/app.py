@@ -18,6 +18,7 @@ from services.recommender_app.catalogue_resources import CATALOGUE_ROUTES, Catal
 from services.recommender_app.deps import Deps
 from services.recommender_app.errors import add_error_handlers
 from services.recommender_app.health import Readiness
+from services.recommender_app.local_index import LocalIndex
 from services.recommender_app.middleware import BodyLimit, RequestMetrics
 from services.recommender_app.publisher import EventPublisher
 from services.recommender_app.ranking import ServingRanking
@@ -131,9 +132,14 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
     ranking = (
         ServingRanking(deps.redis, settings.ranking, guard) if settings.ranking.enabled else None
     )
+    if rec.local_search and deps.local_index is None:
+        deps.local_index = LocalIndex(settings, deps.faiss)
+        deps.local_index.start()  # post-fork, like the spool sender
+        deps.closers.append(deps.local_index.stop)
     recommender = Recommender(
         deps, rec, guard, catalogue.deleted, catalogue.new_items, ranking=ranking,
         two_tower=TwoTowerCandidates(two_tower, faiss_search(deps.faiss), now_ms=deps.now_ms),
+        local_index=deps.local_index,
     )
     app.add_route("/recommend", RecommendResource(recommender, rec))
     app.add_route("/events", EventsResource(publisher, rec, deps.metrics, deps.now_ms))

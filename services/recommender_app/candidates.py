@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from services.faiss_app.errors import BadQuery, UnknownItemError
+from services.recommender_app.local_index import LocalIndex
 from services.recommender_app.resilience import Budget, DependencyDown, Guard
 from services.recommender_app.user_state import UserState
 from shared.faiss_client import FaissClient, SpaceNotReady, UnknownItem, UnknownSpace
@@ -44,9 +46,11 @@ class ModelCandidates:
         reserve_s: float,
         similar_space: str = DEFAULT_SPACE,
         clock: Callable[[], float] = time.monotonic,
+        local: LocalIndex | None = None,
     ):
         self._guard = guard
         self._faiss = faiss
+        self._local = local  # this worker's copy of the gmf index, used while it is current
         self._reserve_s = reserve_s  # kept free for the popular fill and the metadata
         self._clock = clock
         # Spaces asked in turn for similar items; None = faiss_app's default space (gmf).
@@ -60,6 +64,16 @@ class ModelCandidates:
         vector = state.query_vector
         if vector is None:
             return Candidates()
+        local = self._local
+        catalog = local.catalog() if local is not None else None
+        if local is not None and catalog is not None:
+            version = catalog.serving_version  # read first: the answer reflects at least this
+            try:
+                ids, scores = local.search(catalog, vector, k, state.seen)
+            except BadQuery:
+                pass  # a vector of another dimension: faiss_app answers as before
+            else:
+                return Candidates(list(zip(ids, scores, strict=True)), version)
 
         def search(timeout_s: float) -> Candidates:
             answer = self._faiss.search_full(vector[None, :], k, [state.seen], timeout_s)
@@ -81,6 +95,9 @@ class ModelCandidates:
             for space in self._similar_spaces:
                 if self._space_retry_at.get(space, 0.0) > self._clock():
                     continue
+                local = self._local_similar(item_id, k) if space is None else None
+                if local is not None:
+                    return local
                 try:
                     answer = self._faiss.similar_full(item_id, k, timeout_s, space=space)
                 except UnknownItem:
@@ -98,3 +115,17 @@ class ModelCandidates:
         except DependencyDown:
             degraded.add("faiss")
             return Candidates()
+
+    def _local_similar(self, item_id: str, k: int) -> Candidates | None:
+        """From this worker's copy of the gmf space: hits (none when it does not hold the item),
+        or None when the copy is not current."""
+        local = self._local
+        catalog = local.catalog() if local is not None else None
+        if local is None or catalog is None:
+            return None
+        version = catalog.serving_version
+        try:
+            ids, scores = local.similar(catalog, item_id, k)
+        except UnknownItemError:
+            return Candidates()
+        return Candidates(list(zip(ids, scores, strict=True)), version)

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 from pymongo.database import Database
 
+from services.recommender_app.local_index import LocalIndex
 from services.recommender_app.producer import RecoveringProducer
 from shared.config import Settings
 from shared.faiss_client import FaissClient
@@ -45,6 +46,8 @@ class Deps:
     now_ms: Callable[[], int] = _now_ms
     # Background work started by create_app (the spool sender), stopped by close().
     closers: list[Callable[[], None]] = field(default_factory=list)
+    # This worker's copy of the gmf index (RECSYS_RECOMMENDER_LOCAL_SEARCH), built by create_app.
+    local_index: LocalIndex | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Deps:

@@ -3,7 +3,8 @@
 1. user state — seen list and query vector in one Redis round trip (MongoDB ``users`` when Redis
    has no vector): :mod:`services.recommender_app.user_state`;
 2. candidates — the model's items from faiss_app (``/v1/search`` with the seen list excluded,
-   or ``/v1/similar`` for an item): :mod:`services.recommender_app.candidates`;
+   or ``/v1/similar`` for an item), or from this worker's copy of the gmf index while it is
+   current: :mod:`services.recommender_app.candidates`, :mod:`~services.recommender_app.local_index`;
 3. filter and fill — drop excluded, repeated and deleted items
    (:func:`shared.deleted_items.drop_deleted`), fill up to ``k`` with the most popular items
    not seen and not already chosen (Redis ``popular``), give the tail slots to new catalogue
@@ -35,6 +36,7 @@ from typing import Any
 from services.recommender_app.candidates import Candidates, Hit, ModelCandidates
 from services.recommender_app.catalog import Catalog
 from services.recommender_app.deps import Deps
+from services.recommender_app.local_index import LocalIndex
 from services.recommender_app.metadata_cache import MetadataCache
 from services.recommender_app.new_items import NewItems, with_new_items
 from services.recommender_app.popular_list import PopularList
@@ -88,7 +90,7 @@ class Recommender:
     def __init__(self, deps: Deps, settings: RecommenderSettings, guard: Guard,
                  deleted: DeletedItems | None = None, new_items: NewItems | None = None,
                  two_tower: TwoTowerCandidates | None = None,
-                 ranking: ServingRanking | None = None):
+                 ranking: ServingRanking | None = None, local_index: LocalIndex | None = None):
         self._deps = deps
         self._ranking = ranking
         self._deleted = deleted
@@ -99,7 +101,7 @@ class Recommender:
         self._guard = guard
         self.users = UserStateReader(guard, deps.redis, deps.db, reserve_s)
         self.candidates = ModelCandidates(
-            guard, deps.faiss, reserve_s, settings.similar_space, deps.clock
+            guard, deps.faiss, reserve_s, settings.similar_space, deps.clock, local_index
         )
         self.catalog = Catalog(
             guard,
