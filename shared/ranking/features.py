@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 
 import numpy as np
 
@@ -77,52 +79,70 @@ def build_pool(
     """Merge the sources' lists (seen items already removed) and compute every feature.
 
     ``categories`` maps item ids to categories where known (candidates and recent items).
+    Runs on every personalized request: the only per-candidate Python is the merge (one dict
+    lookup per hit) and one lookup per global list; the features are numpy columns.
     """
     names = feature_names(source_names)
     column = {name: i for i, name in enumerate(names)}
     index: dict[str, int] = {}
     found_by: list[dict[str, int]] = []
-    rows: list[list[float]] = []
-    width = len(names)
+    placed: list[tuple[str, np.ndarray, list[Hit]]] = []  # (source, row of each hit, hits)
     for source in source_names:
         hits = lists_by_source.get(source) or []
-        rank_col = column[f"rank:{source}"]
-        score_col, low, span = _score_scale(source, hits, column)
-        for rank, (item_id, score) in enumerate(hits):
+        rows: list[int] = []
+        for rank, (item_id, _score) in enumerate(hits):
             row_i = index.get(item_id)
             if row_i is None:
-                row_i = index[item_id] = len(rows)
-                rows.append([0.0] * width)
-                found_by.append({})
-            found_by[row_i][source] = rank
-            row = rows[row_i]
-            row[rank_col] = 1.0 / math.log2(rank + 2)
-            if score_col is not None:
-                row[score_col] = (score - low) / span
+                row_i = index[item_id] = len(found_by)
+                found_by.append({source: rank})
+            else:
+                found_by[row_i][source] = rank
+            rows.append(row_i)
+        placed.append((source, np.array(rows, dtype=np.intp), hits))
     item_ids = list(index)
+    n = len(item_ids)
+    # float64 while computing, float32 at the end (as the scores were computed before).
+    features = np.zeros((n, len(names)), dtype=np.float64)
+    n_found = np.zeros(n, dtype=np.float64)
+    for source, rows, hits in placed:
+        if not hits:
+            continue
+        n_found[np.unique(rows)] += 1.0
+        # A repeated item within one list keeps its last rank, as the row-by-row code did.
+        features[rows, column[f"rank:{source}"]] = 1.0 / np.log2(np.arange(len(hits)) + 2.0)
+        score_col, low, span = _score_scale(source, hits, column)
+        if score_col is not None:
+            raw = np.fromiter(map(itemgetter(1), hits), dtype=np.float64, count=len(hits))
+            features[rows, score_col] = (raw - low) / span
     activity = min(1.0, math.log1p(len(user.seen)) / math.log1p(_ACTIVITY_SATURATION))
-    affinity = _category_shares(user, categories)
-    n_sources = max(1, len(source_names))
+    popularity = _lookup(lists.popular_score, item_ids)
+    features[:, column["popularity"]] = popularity
+    features[:, column["trending"]] = _lookup(lists.trending_score, item_ids)
+    first_seen = _lookup(lists.first_seen_ms, item_ids, np.nan)
+    known = ~np.isnan(first_seen)
+    age_h = np.maximum(0.0, (now_ms - first_seen[known]) / 3_600_000.0)
+    newness = 1.0 - np.log1p(age_h) / math.log1p(_NEWNESS_HORIZON_H)
+    features[known, column["newness"]] = np.maximum(0.0, newness)
+    features[:, column["sources"]] = n_found / max(1, len(source_names))
     gmf_col = column.get("rank:gmf")
-    for row_i, item_id in enumerate(item_ids):
-        row = rows[row_i]
-        popularity = lists.popular_score.get(item_id, 0.0)
-        row[column["popularity"]] = popularity
-        row[column["trending"]] = lists.trending_score.get(item_id, 0.0)
-        first_seen = lists.first_seen_ms.get(item_id)
-        if first_seen is not None:
-            age_h = max(0.0, (now_ms - first_seen) / 3_600_000.0)
-            newness = 1.0 - math.log1p(age_h) / math.log1p(_NEWNESS_HORIZON_H)
-            row[column["newness"]] = max(0.0, newness)
-        row[column["sources"]] = len(found_by[row_i]) / n_sources
-        if gmf_col is not None:
-            row[column["activity*gmf"]] = activity * row[gmf_col]
-        row[column["activity*popularity"]] = activity * popularity
-        category = categories.get(item_id)
-        if category is not None:
-            row[column["category_affinity"]] = affinity.get(category, 0.0)
-    features = np.asarray(rows, dtype=np.float32).reshape(len(rows), width)
-    return CandidatePool(item_ids, found_by, features, names)
+    if gmf_col is not None:
+        features[:, column["activity*gmf"]] = activity * features[:, gmf_col]
+    features[:, column["activity*popularity"]] = activity * popularity
+    affinity = _category_shares(user, categories)
+    if affinity:  # an item without a category looks up None: 0
+        item_categories = map(categories.get, item_ids)
+        features[:, column["category_affinity"]] = np.fromiter(
+            map(affinity.get, item_categories, repeat(0.0, n)), dtype=np.float64, count=n
+        )
+    return CandidatePool(item_ids, found_by, features.astype(np.float32), names)
+
+
+def _lookup(
+    values: Mapping[str, float], item_ids: list[str], missing: float = 0.0
+) -> np.ndarray:
+    """float64 (len(item_ids),): each item's value, ``missing`` where it has none."""
+    n = len(item_ids)
+    return np.fromiter(map(values.get, item_ids, repeat(missing, n)), dtype=np.float64, count=n)
 
 
 def _score_scale(
