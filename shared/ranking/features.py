@@ -104,16 +104,16 @@ def build_pool(
     # float64 while computing, float32 at the end (as the scores were computed before).
     features = np.zeros((n, len(names)), dtype=np.float64)
     n_found = np.zeros(n, dtype=np.float64)
-    for source, rows, hits in placed:
+    for source, hit_rows, hits in placed:
         if not hits:
             continue
-        n_found[np.unique(rows)] += 1.0
+        n_found[np.unique(hit_rows)] += 1.0
         # A repeated item within one list keeps its last rank, as the row-by-row code did.
-        features[rows, column[f"rank:{source}"]] = 1.0 / np.log2(np.arange(len(hits)) + 2.0)
+        features[hit_rows, column[f"rank:{source}"]] = 1.0 / np.log2(np.arange(len(hits)) + 2.0)
         score_col, low, span = _score_scale(source, hits, column)
         if score_col is not None:
             raw = np.fromiter(map(itemgetter(1), hits), dtype=np.float64, count=len(hits))
-            features[rows, score_col] = (raw - low) / span
+            features[hit_rows, score_col] = (raw - low) / span
     activity = min(1.0, math.log1p(len(user.seen)) / math.log1p(_ACTIVITY_SATURATION))
     popularity = _lookup(lists.popular_score, item_ids)
     features[:, column["popularity"]] = popularity
@@ -129,8 +129,8 @@ def build_pool(
         features[:, column["activity*gmf"]] = activity * features[:, gmf_col]
     features[:, column["activity*popularity"]] = activity * popularity
     affinity = _category_shares(user, categories)
-    if affinity:  # an item without a category looks up None: 0
-        item_categories = map(categories.get, item_ids)
+    if affinity:  # an item without a category looks up "" (never a category): 0
+        item_categories = map(categories.get, item_ids, repeat("", n))
         features[:, column["category_affinity"]] = np.fromiter(
             map(affinity.get, item_categories, repeat(0.0, n)), dtype=np.float64, count=n
         )
