@@ -26,7 +26,8 @@ REQUIREMENTS = REPO / "requirements.txt"
 IMAGES = {
     "recommender_app": (
         ["services.recommender_app.wsgi", "services.recommender_app.__main__"],
-        {"torch", "pandas", "faiss-cpu", "pyarrow", "matplotlib"},
+        # faiss-cpu is in: RECSYS_RECOMMENDER_LOCAL_SEARCH searches in the worker.
+        {"torch", "pandas", "pyarrow", "matplotlib"},
     ),
     "faiss_app": (
         ["services.faiss_app.wsgi", "services.faiss_app.__main__"],

@@ -18,7 +18,6 @@ from services.recommender_app.catalogue_resources import CATALOGUE_ROUTES, Catal
 from services.recommender_app.deps import Deps
 from services.recommender_app.errors import add_error_handlers
 from services.recommender_app.health import Readiness
-from services.recommender_app.local_index import LocalIndex
 from services.recommender_app.middleware import BodyLimit, RequestMetrics
 from services.recommender_app.publisher import EventPublisher
 from services.recommender_app.ranking import ServingRanking
@@ -133,6 +132,8 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
         ServingRanking(deps.redis, settings.ranking, guard) if settings.ranking.enabled else None
     )
     if rec.local_search and deps.local_index is None:
+        from services.recommender_app.local_index import LocalIndex  # FAISS: only when used
+
         deps.local_index = LocalIndex(settings, deps.faiss)
         deps.local_index.start()  # post-fork, like the spool sender
         deps.closers.append(deps.local_index.stop)

@@ -13,13 +13,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from services.faiss_app.errors import BadQuery, UnknownItemError
-from services.recommender_app.local_index import LocalIndex
 from services.recommender_app.resilience import Budget, DependencyDown, Guard
 from services.recommender_app.user_state import UserState
 from shared.faiss_client import FaissClient, SpaceNotReady, UnknownItem, UnknownSpace
 from shared.spaces import DEFAULT_SPACE
+
+if TYPE_CHECKING:  # FAISS is imported only by workers that hold a copy of the index
+    from services.recommender_app.local_index import LocalIndex
 
 Hit = tuple[str, float]
 

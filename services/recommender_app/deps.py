@@ -11,18 +11,20 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from pymongo.database import Database
 
-from services.recommender_app.local_index import LocalIndex
 from services.recommender_app.producer import RecoveringProducer
 from shared.config import Settings
 from shared.faiss_client import FaissClient
 from shared.kafka import make_producer
 from shared.metrics import Metrics
 from shared.storage import mongo, redis_deadline
+
+if TYPE_CHECKING:  # FAISS is imported only by workers that hold a copy of the index
+    from services.recommender_app.local_index import LocalIndex
 
 
 def _now_ms() -> int:

@@ -31,12 +31,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.recommender_app.candidates import Candidates, Hit, ModelCandidates
 from services.recommender_app.catalog import Catalog
 from services.recommender_app.deps import Deps
-from services.recommender_app.local_index import LocalIndex
 from services.recommender_app.metadata_cache import MetadataCache
 from services.recommender_app.new_items import NewItems, with_new_items
 from services.recommender_app.popular_list import PopularList
@@ -49,6 +48,9 @@ from shared.deleted_items import DeletedItems, drop_deleted
 from shared.ranking.candidates import UserContext
 from shared.ranking.pipeline import explanation
 from shared.storage import redis_deadline
+
+if TYPE_CHECKING:  # FAISS is imported only by workers that hold a copy of the index
+    from services.recommender_app.local_index import LocalIndex
 
 log = logging.getLogger(__name__)
 
