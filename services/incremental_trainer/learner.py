@@ -218,6 +218,20 @@ class Learner:
         rows = self.state.item_map.rows(item_ids, create=False)
         self.seen[user_row].update(int(r) for r in rows if r >= 0)
 
+    def forget_users(self, user_ids: Iterable[str]) -> int:
+        """Reset the users' rows to a fresh draw and drop their seen sets; how many had rows.
+
+        With hashed ids a row is shared by every user of its bucket, who all start again:
+        hashing already trades such collisions for a bounded table.
+        """
+        user_map = self.state.user_map
+        rows = sorted({r for u in user_ids if (r := user_map.row(u, create=False)) is not None})
+        if rows:
+            self.state.model.reset_user_rows(np.array(rows, dtype=np.int64))
+            for row in rows:
+                self.seen.pop(row, None)
+        return len(rows)
+
     def set_user_rows(self, user_ids: Sequence[str], rows: np.ndarray) -> None:
         """Overwrite (or create) the embedding rows of ``user_ids``: float32 (n, d)."""
         result = BatchResult()

@@ -44,6 +44,7 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 from confluent_kafka import Consumer as KafkaConsumer
 
+from services.incremental_trainer.forgetting import UserForgetting
 from services.incremental_trainer.group import GroupMember
 from services.incremental_trainer.learner import ITEMS, USERS, BatchResult, Learner
 from services.incremental_trainer.publisher import (
@@ -57,6 +58,7 @@ from services.incremental_trainer.user_writer import UserVectorWriter
 from shared.config import Settings
 from shared.deleted_items import DeletedItems
 from shared.events import InvalidEvent, parse
+from shared.forgotten_users import forgotten_user_of
 from shared.kafka import (
     DeadLetterPublisher,
     ensure_topics,
@@ -181,7 +183,9 @@ class Trainer:
         self.state = StatePublisher(r, settings.redis)
         # Events for deleted items are not learned from (shared/deleted_items.py).
         self.deleted = DeletedItems(r, db, settings.catalogue.deleted_refresh_s)
-        self.users = UserVectorWriter(partial(mongo.upsert_user_vectors, db))
+        self.users = UserVectorWriter(
+            partial(mongo.upsert_user_vectors, db), delete=partial(mongo.delete_users, db)
+        )
         # Seconds per stage since start: where a batch's time goes (bench_trainer reports it).
         self.stage_s: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self.consumer = make_consumer(kafka, kafka.trainer_group_id)
@@ -197,6 +201,11 @@ class Trainer:
             if settings.ranking.enabled
             else None
         )
+        # DELETE /users/{id}: fresh rows, earlier events dropped (shared/forgotten_users.py).
+        self.forgetting = UserForgetting(
+            db, r, self.learner, self.users, self.ranking.signals.recent if self.ranking else None
+        )
+        self.forgetting.forget(self.forgetting.predating(self.positions))
         status_path = settings.trainer.status_file or str(self.models_dir / "trainer_status.json")
         self.status = StatusFile(Path(status_path))
         self.heartbeat = (
@@ -246,7 +255,8 @@ class Trainer:
         state = self.learner.state
         if not state.metrics.get(USERS_BEHIND):
             return
-        user_ids = state.user_map.ids
+        forgotten = self.forgetting.offsets  # their rows were reset: nothing to rewrite
+        user_ids = [u for u in state.user_map.ids if u not in forgotten]
         log.info(
             "snapshot %s was taken with user writes owed: rewriting %d users in the background",
             state.version,
@@ -266,6 +276,8 @@ class Trainer:
                     self.positions[tp.partition] = handed
                     self.snapshot_positions[tp.partition] = handed
                     self._known_users.difference_update(self.group.users_of(tp.partition))
+            # a model (or handed rows) from before a user's deletion holds their old row
+            self.forgetting.forget(self.forgetting.predating(self.positions, {tp.partition}))
             tp.offset = self.positions.get(tp.partition, OFFSET_BEGINNING)
             self.assigned.add(tp.partition)
         consumer.assign(partitions)
@@ -363,12 +375,15 @@ class Trainer:
         new_positions: dict[int, int] = {}
         deleted = self.deleted.current()
         parts: list[int] = []
+        forgotten, forget_records = self._forget_records(batch)
         for msg in batch:
             _, part, offset = position(msg)
             if part not in self.assigned or offset < self.positions.get(part, 0):
                 self.counters["skipped"] += 1  # revoked meanwhile, or learned already
                 continue
             new_positions[part] = max(new_positions.get(part, 0), offset + 1)
+            if (part, offset) in forget_records:
+                continue
             try:
                 # Any failure here is the record's (parse is pure): dead-letter it, go on.
                 event = parse(msg.value())
@@ -382,6 +397,8 @@ class Trainer:
             if event.item_id in deleted:
                 self.counters["deleted_items"] += 1
                 continue
+            if self.forgetting.stale(event.user_id, part, offset):
+                continue  # sent before the user's deletion (replayed, or earlier in this batch)
             events.append(event)
             parts.append(part)
             kind, stamp = msg.timestamp()
@@ -395,6 +412,9 @@ class Trainer:
             self.group.note([e.user_id for e in events], parts)
             stage_s["item_vectors"] += time.perf_counter() - shared_started
         seen_started = time.perf_counter()
+        if forgotten:
+            self.forgetting.forget(forgotten)
+            self._known_users.difference_update(forgotten)
         self._load_seen([e.user_id for e in events])
         ranking_started = time.perf_counter()
         stage_s["redis"] += ranking_started - seen_started
@@ -443,6 +463,22 @@ class Trainer:
         self._report_lag()
         self.metrics.timing("trainer.batch_ms", (time.perf_counter() - started) * 1000)
         return result
+
+    def _forget_records(self, batch: list[Message]) -> tuple[list[str], set[tuple[int, int]]]:
+        """The batch's forget records that are due (noted before any event of the batch is
+        screened, so the user's earlier events in the same batch are dropped too)."""
+        users: list[str] = []
+        records: set[tuple[int, int]] = set()
+        for msg in batch:
+            user_id = forgotten_user_of(msg)
+            if user_id is None:
+                continue
+            _, part, offset = position(msg)
+            records.add((part, offset))
+            if part in self.assigned and offset >= self.positions.get(part, 0):
+                self.forgetting.note(user_id, part, offset)
+                users.append(user_id)
+        return users, records
 
     def _load_seen(self, user_ids: list[str]) -> None:
         """Seen lists of users this process has not met yet, so evaluation excludes them."""
@@ -601,6 +637,8 @@ class Trainer:
             "batches": self.counters["batches"],
             "dlq": self.counters["dlq"],
             "skipped": self.counters["skipped"],
+            "forgotten_users": self.forgetting.forgotten,
+            "forgotten_events_dropped": self.forgetting.dropped,
             "snapshots": self.counters["snapshots"],
             "growths": self.counters["growths"],
             "users": len(self.learner.state.user_map),

@@ -40,13 +40,15 @@ MIN_ROUND_INTERVAL_S = 1.0
 RETRY_PAUSE_S = 1.0
 
 UpsertUsers = Callable[[Iterable[tuple[str, np.ndarray, int]], str], int]
+DeleteUsers = Callable[[list[str]], int]
 
 
 @dataclass
 class _Pending:
-    vector: np.ndarray
+    vector: np.ndarray | None  # None: only the deletion is owed
     events: int
     version: str
+    forget: bool = False  # delete the document first (a forgotten user: n_events restarts)
 
 
 class UserVectorWriter:
@@ -60,9 +62,13 @@ class UserVectorWriter:
     """
 
     def __init__(
-        self, upsert: UpsertUsers, min_round_interval_s: float = MIN_ROUND_INTERVAL_S
+        self,
+        upsert: UpsertUsers,
+        min_round_interval_s: float = MIN_ROUND_INTERVAL_S,
+        delete: DeleteUsers | None = None,
     ) -> None:
         self._upsert = upsert
+        self._delete = delete
         self._min_round_interval_s = min_round_interval_s
         self._round_at = 0.0  # monotonic start of the last round
         self._flushing = 0  # callers waiting in flush(): no pause between rounds
@@ -88,6 +94,15 @@ class UserVectorWriter:
                 else:
                     old.vector, old.version = vector, model_version
                     old.events += events
+            self._cond.notify()
+
+    def forget(self, user_ids: Iterable[str]) -> None:
+        """Delete the users' documents, in order with the writes: what was handed over before
+        is dropped (it came from events before the deletion), what comes after is written
+        after the deletion (``delete`` must have been given)."""
+        with self._cond:
+            for user_id in user_ids:
+                self._pending[user_id] = _Pending(None, 0, "", forget=True)
             self._cond.notify()
 
     def catch_up(self, users: Iterable[tuple[str, np.ndarray]], model_version: str) -> None:
@@ -159,11 +174,17 @@ class UserVectorWriter:
                 return
             started = time.perf_counter()
             try:
+                forgotten = [u for u, item in batch.items() if item.forget]
+                if forgotten and self._delete is not None:
+                    self._delete(forgotten)
+                    for user_id in forgotten:  # a retry of this round must not delete again
+                        batch[user_id].forget = False
                 by_version: dict[str, list[tuple[str, np.ndarray, int]]] = {}
                 for user_id, item in batch.items():
-                    by_version.setdefault(item.version, []).append(
-                        (user_id, item.vector, item.events)
-                    )
+                    if item.vector is not None:
+                        by_version.setdefault(item.version, []).append(
+                            (user_id, item.vector, item.events)
+                        )
                 for version, rows in by_version.items():
                     self._upsert(rows, version)
             except Exception as exc:  # noqa: BLE001 - the store may be down for a while
@@ -186,7 +207,8 @@ class UserVectorWriter:
                 newer = self._pending.get(user_id)
                 if newer is None:
                     self._pending[user_id] = item
-                else:
+                elif not newer.forget:  # a newer deletion drops what came before it
                     newer.events += item.events
+                    newer.forget = item.forget
             self._in_flight = 0
             self._cond.notify_all()

@@ -23,6 +23,7 @@ from services.recommender_app.producer import RecoveringProducer
 from shared.config import Settings
 from shared.deleted_items import DeletedItems
 from shared.events import InvalidEvent, validate_id, validate_metadata
+from shared.forgotten_users import Headers, forget_record
 from shared.json_limits import JSONLimitError, JSONLimits, loads_bounded
 from shared.kafka import DeliveryError
 from shared.request_body import read_body
@@ -30,6 +31,35 @@ from shared.storage.catalogue import delete_item, forget_user, get_item, put_ite
 
 MAX_ITEM_BODY_BYTES = 4096  # three metadata fields of at most 256 characters each
 _STORE_ERRORS = (PyMongoError, RedisError, OSError, KafkaException, DeliveryError)
+
+
+def produce_confirmed(producers: RecoveringProducer, topic: str, key: bytes, value: bytes | None,
+                      timeout_s: float, what: str,
+                      headers: Headers | None = None) -> Message:
+    """Produce one record and wait until Kafka acknowledges it; the acknowledged message (its
+    partition and offset) or DeliveryError."""
+    done = threading.Event()
+    errors: list[KafkaError] = []
+    acked: list[Message] = []
+
+    def delivered(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            errors.append(err)
+        else:
+            acked.append(msg)
+        done.set()
+
+    producer, generation = producers.current()
+    producer.produce(topic, key=key, value=value, headers=headers, on_delivery=delivered)
+    producer.flush(timeout_s)
+    if not done.is_set() or errors:
+        # A producer that failed a delivery may be fenced for good: use a fresh one next.
+        producers.failed(generation, errors[0] if errors else "no acknowledgement")
+    if not done.is_set():
+        raise DeliveryError(f"{what} not confirmed within {timeout_s}s")
+    if errors:
+        raise DeliveryError(f"{what} failed: {errors[0]}")
+    return acked[0]
 
 
 class Tombstones:
@@ -41,25 +71,26 @@ class Tombstones:
         self._timeout_s = timeout_s
 
     def __call__(self, item_id: str) -> None:
-        done = threading.Event()
-        errors: list[KafkaError] = []
+        produce_confirmed(self._producers, self._topic, item_id.encode(), None, self._timeout_s,
+                          f"item-vectors tombstone for {item_id}")
 
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                errors.append(err)
-            done.set()
 
-        producer, generation = self._producers.current()
-        producer.produce(self._topic, key=item_id.encode(), value=None, on_delivery=delivered)
-        producer.flush(self._timeout_s)
-        if not done.is_set() or errors:
-            # A producer that failed a delivery may be fenced for good: use a fresh one next.
-            self._producers.failed(generation, errors[0] if errors else "no acknowledgement")
-        if not done.is_set():
-            raise DeliveryError(f"item-vectors tombstone for {item_id} not confirmed within "
-                                f"{self._timeout_s}s")
-        if errors:
-            raise DeliveryError(f"item-vectors tombstone for {item_id} failed: {errors[0]}")
+class ForgetRecords:
+    """Puts a user's forget record in their place on ``interactions`` (shared.forgotten_users)
+    and returns its acknowledged ``(partition, offset)``."""
+
+    def __init__(self, producers: RecoveringProducer, topic: str, timeout_s: float,
+                 now_ms: Callable[[], int]) -> None:
+        self._producers = producers
+        self._topic = topic
+        self._timeout_s = timeout_s
+        self._now_ms = now_ms
+
+    def __call__(self, user_id: str) -> tuple[int, int]:
+        key, value, headers = forget_record(user_id, self._now_ms())
+        msg = produce_confirmed(self._producers, self._topic, key, value, self._timeout_s,
+                                f"forget record of {user_id}", headers)
+        return int(msg.partition() or 0), int(msg.offset() or 0)
 
 
 def _unavailable(exc: Exception) -> falcon.HTTPServiceUnavailable:
@@ -120,14 +151,16 @@ class ItemResource:
 class UserResource:
     endpoint = "users"
 
-    def __init__(self, db: Database, r: Redis) -> None:
+    def __init__(self, db: Database, r: Redis,
+                 announce: Callable[[str], tuple[int, int]]) -> None:
         self._db = db
         self._redis = r
+        self._announce = announce
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
         validate_id("user_id", user_id)
         try:
-            existed = forget_user(self._db, self._redis, user_id)
+            existed = forget_user(self._db, self._redis, user_id, self._announce)
         except _STORE_ERRORS as exc:
             raise _unavailable(exc) from None
         resp.media = {"user_id": user_id, "deleted": True, "existed": existed}
@@ -169,7 +202,9 @@ class CatalogueApi:
                                cat.tombstone_timeout_s)
         self._items = ItemResource(deps.db, deps.redis, self.deleted, tombstone, deps.now_ms,
                                    new_vectors)
-        self._users = UserResource(deps.db, deps.redis)
+        forget = ForgetRecords(deps.producer, settings.kafka.interactions_topic,
+                               cat.tombstone_timeout_s, deps.now_ms)
+        self._users = UserResource(deps.db, deps.redis, forget)
 
     def add_routes(self, app: falcon.App) -> None:
         app.add_route(CATALOGUE_ROUTES[0], self._items)

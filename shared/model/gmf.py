@@ -193,6 +193,14 @@ class GMF(nn.Module):
             _swap(bias, torch.cat([bias.data, torch.zeros(extra, dtype=bias.dtype)], dim=0))
         return True
 
+    @torch.no_grad()
+    def reset_user_rows(self, user_rows: np.ndarray) -> None:
+        """Give ``user_rows`` fresh initial values, drawn as a new user's row is (a forgotten
+        user starts again). In place: numpy views of the table stay valid."""
+        rows = _as_index(user_rows)
+        self.user_embedding.data[rows] = self._new_rows(int(rows.shape[0]),
+                                                         int(self.user_embedding.shape[1]))
+
     def _new_rows(self, n: int, d: int) -> torch.Tensor:
         return torch.randn((n, d), generator=self._generator) * self.init_std
 

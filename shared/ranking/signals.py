@@ -57,6 +57,10 @@ class RecentItems:
             self._items[user_id] = deque(newest_first[: self.depth], maxlen=self.depth)
             self._bound()
 
+    def forget(self, user_id: str) -> None:
+        """Drop a forgotten user's items (shared/forgotten_users.py)."""
+        self._items.pop(user_id, None)
+
     def push(self, user_id: str, item_id: str) -> tuple[str, ...]:
         """Record ``item_id`` as the user's newest; returns the items before it, newest first."""
         items = self._items.get(user_id)

@@ -7,24 +7,29 @@
   (:mod:`services.recommender_app.new_items`).
 - A delete goes on the deny-list (:mod:`shared.deleted_items`), is removed from the metadata,
   ``popular`` and ``items:new``, and a tombstone for it is produced to ``item-vectors``.
-- Forgetting a user removes their query vector (MongoDB ``users`` and its Redis copy
-  ``query:{id}``) and seen list (Redis ``seen:{id}``), so the next request treats them as new.
+- Forgetting a user puts a forget record in their place on ``interactions`` and records it in
+  MongoDB ``forgotten_users`` (:mod:`shared.forgotten_users`: the trainer resets their row and
+  ignores their earlier events if it replays them), then removes their query vector (MongoDB
+  ``users`` and its Redis copy ``query:{id}``) and seen list (Redis ``seen:{id}``), so the next
+  request treats them as new.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import redis
 from pymongo.database import Database
 
 from shared.deleted_items import mark_deleted, restore
+from shared.forgotten_users import record_forgotten
 from shared.storage import mongo, redis_store
 
 NEW_ITEMS_KEY = "items:new"
-# Every Redis key that holds per-user state, so forgetting a user removes all of it.
+# Every Redis key that holds per-user state, so forgetting a user removes all of it (the
+# ranking stage's keys, shared/storage/ranking_store.py, are per item or global: none per user).
 USER_KEY_TEMPLATES = (redis_store.SEEN_KEY, redis_store.QUERY_KEY)
 
 
@@ -76,12 +81,28 @@ def delete_item(db: Database, r: redis.Redis, item_id: str,
     return existed
 
 
-def forget_user(db: Database, r: redis.Redis, user_id: str) -> bool:
-    """Remove the user's vector and per-user Redis state; True if anything was there."""
-    removed = db[mongo.USERS].delete_one({"_id": user_id}).deleted_count > 0
-    keys = [template.format(user_id=user_id) for template in USER_KEY_TEMPLATES]
-    removed_keys = r.delete(*keys)
-    return removed or removed_keys > 0
+def forget_user(db: Database, r: redis.Redis, user_id: str,
+                announce: Callable[[str], tuple[int, int]]) -> bool:
+    """Forget a user everywhere; True if a serving copy of them was there.
+
+    ``announce(user_id)`` must put the user's forget record on ``interactions`` and return its
+    acknowledged ``(partition, offset)`` (:mod:`shared.forgotten_users`): it goes first, so a
+    failure changes nothing, and once it is acknowledged the trainer will reset the user's row
+    whatever happens to this process.
+    """
+    partition, offset = announce(user_id)
+    record_forgotten(db, user_id, partition, offset)
+    return remove_user_copies(db, r, [user_id]) > 0
+
+
+def remove_user_copies(db: Database | None, r: redis.Redis, user_ids: Sequence[str]) -> int:
+    """Delete the users' serving copies: MongoDB ``users`` (unless ``db`` is None: the trainer
+    removes it through its write-behind) and every per-user Redis key; how many existed."""
+    if not user_ids:
+        return 0
+    removed = 0 if db is None else mongo.delete_users(db, user_ids)
+    keys = [template.format(user_id=u) for u in user_ids for template in USER_KEY_TEMPLATES]
+    return removed + int(r.delete(*keys))
 
 
 def newest_items(r: redis.Redis, n: int, since_ms: int) -> list[str]:

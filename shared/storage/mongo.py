@@ -75,6 +75,13 @@ def upsert_user_vectors(
     return len(ops)
 
 
+def delete_users(db: Database, user_ids: Sequence[str]) -> int:
+    """Remove users' documents (forgotten users); how many existed."""
+    if not user_ids:
+        return 0
+    return int(db[USERS].delete_many({"_id": {"$in": [str(u) for u in user_ids]}}).deleted_count)
+
+
 def get_user(db: Database, user_id: str) -> dict[str, Any] | None:
     return db[USERS].find_one({"_id": str(user_id)})
 
