@@ -33,6 +33,7 @@ from shared.data.loaders import write_interactions_csv
 from shared.data.split import chronological_split
 from shared.deleted_items import load_deleted
 from shared.events import EVENT_WEIGHTS
+from shared.forgotten_users import forgotten_at_ms
 from shared.logs import setup_logging
 from shared.model.checkpoint import save_snapshot
 from shared.model.cli import (
@@ -145,14 +146,25 @@ def summary_metrics(report: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def without_deleted(settings: Settings, frame: pd.DataFrame, items: pd.DataFrame | None
                     ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Leave out items deleted through the catalogue API (MongoDB ``deleted_items``)."""
-    deleted = load_deleted(mongo.connect(settings.mongo))
-    if not deleted:
-        return frame, items
+    """Leave out items deleted through the catalogue API (MongoDB ``deleted_items``), and
+    forgotten users' events from before their deletion (MongoDB ``forgotten_users``; a file
+    has no Kafka offsets, so its event times are compared with the deletion's)."""
+    db = mongo.connect(settings.mongo)
+    deleted = load_deleted(db)
+    forgotten = forgotten_at_ms(db)
     gone = frame["item_id"].isin(deleted)
-    print(f"leaving out {int(gone.sum())} events of {len(deleted)} deleted items")
-    if items is not None:
-        items = items[~items["item_id"].isin(deleted)]
+    if deleted:
+        print(f"leaving out {int(gone.sum())} events of {len(deleted)} deleted items")
+        if items is not None:
+            items = items[~items["item_id"].isin(deleted)]
+    if forgotten:
+        deleted_at = frame["user_id"].map(forgotten)
+        before = deleted_at.notna() & (frame["ts"] < deleted_at)
+        print(f"leaving out {int(before.sum())} events of {len(forgotten)} forgotten users "
+              "from before their deletion")
+        gone |= before
+    if not gone.any():
+        return frame, items
     return frame[~gone].reset_index(drop=True), items
 
 

@@ -9,7 +9,8 @@ the deletion is not a flag beside the stream but a record *in* it:
    key every event of the user has), so Kafka orders it after every event the user sent
    before and before every event they send after, in their partition. It waits for the
    broker's acknowledgement, which gives the record's partition and offset.
-2. It writes ``{_id: "<partition>:<user_id>", user_id, partition, offset, deleted_at}`` to
+2. It writes ``{_id: "<partition>:<user_id>", user_id, partition, offset, deleted_at,
+   deleted_at_ms}`` to
    MongoDB ``forgotten_users`` (``$max`` of offset: a second deletion moves the point forward),
    then removes the user's serving copies (MongoDB ``users``, every per-user Redis key).
 3. The trainer that owns the partition meets the record in order: it resets the user's row to
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+
 from confluent_kafka import Message
 from pymongo.database import Database
 
@@ -57,11 +59,11 @@ def forgotten_user_of(msg: Message) -> str | None:
 def record_forgotten(db: Database, user_id: str, partition: int, offset: int) -> None:
     """Persist where ``user_id`` was forgotten in ``partition`` (idempotent; a later deletion
     wins). One document per user and partition, top-level fields only."""
+    now = dt.datetime.now(dt.UTC)
     db[COLLECTION].update_one(
         {"_id": f"{partition}:{user_id}"},
-        {"$max": {"offset": offset},
-         "$set": {"user_id": user_id, "partition": partition,
-                  "deleted_at": dt.datetime.now(dt.UTC)}},
+        {"$max": {"offset": offset, "deleted_at_ms": int(now.timestamp() * 1000)},
+         "$set": {"user_id": user_id, "partition": partition, "deleted_at": now}},
         upsert=True,
     )
 
@@ -71,4 +73,14 @@ def load_forgotten(db: Database) -> dict[str, Offsets]:
     found: dict[str, Offsets] = {}
     for doc in db[COLLECTION].find({}, {"user_id": 1, "partition": 1, "offset": 1}):
         found.setdefault(str(doc["user_id"]), {})[int(doc["partition"])] = int(doc["offset"])
+    return found
+
+
+def forgotten_at_ms(db: Database) -> dict[str, int]:
+    """Every forgotten user with the time of their latest deletion (Unix ms): what a data file,
+    which has no offsets, is compared with (``scripts/initial_training.py``)."""
+    found: dict[str, int] = {}
+    for doc in db[COLLECTION].find({}, {"user_id": 1, "deleted_at_ms": 1}):
+        user_id, at = str(doc["user_id"]), int(doc.get("deleted_at_ms", 0))
+        found[user_id] = max(found.get(user_id, 0), at)
     return found

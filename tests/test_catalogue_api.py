@@ -4,14 +4,18 @@ interaction, and a deleted item gone from every answer and staying gone."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
+from confluent_kafka import Message, TopicPartition
 from falcon import testing
 
 from services.recommender_app.deps import Deps
 from shared.config import Settings
 from shared.deleted_items import DELETED_KEY, DELETED_VERSION_KEY
+from shared.forgotten_users import forgotten_user_of, load_forgotten
+from shared.kafka import make_consumer
 from shared.storage import mongo, redis_store
 from tests.conftest import replace
 from tests.polling import wait_for
@@ -144,7 +148,7 @@ def test_delete_item_gone_from_every_answer_within_a_second(api, app_settings, w
         fresh_deps.close()
 
 
-def test_delete_user_makes_them_new(api, app_settings) -> None:
+def test_delete_user_makes_them_new(api, app_settings: Settings) -> None:
     client, deps = api
     assert client.simulate_get("/recommend", params={"user_id": "u0"}).json["source"] \
         == "personalized"
@@ -157,4 +161,22 @@ def test_delete_user_makes_them_new(api, app_settings) -> None:
     assert not deps.redis.exists(redis_store.query_key("u0"))
     assert client.simulate_get("/recommend", params={"user_id": "u0"}).json["source"] \
         == "popular"
+    # the forget record sits on interactions, keyed like the user's events, where MongoDB says
+    ((partition, offset),) = load_forgotten(deps.db)["u0"].items()
+    record = _read_at(app_settings, partition, offset)
+    assert forgotten_user_of(record) == "u0" and record.key() == b"u0"
+    # a second deletion moves the point forward
     assert client.simulate_delete("/users/u0", headers=AUTH).json["existed"] is False
+    assert load_forgotten(deps.db)["u0"][partition] > offset
+
+
+def _read_at(s: Settings, partition: int, offset: int) -> Message:
+    consumer = make_consumer(s.kafka, f"probe-{uuid.uuid4().hex[:8]}")
+    consumer.assign([TopicPartition(s.kafka.interactions_topic, partition, offset)])
+    try:
+        msg = wait_for(lambda: (lambda m: m if m and m.error() is None else None)(
+            consumer.poll(0.5)), timeout_s=10)
+        assert msg.offset() == offset
+        return msg
+    finally:
+        consumer.close()

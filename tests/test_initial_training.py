@@ -11,6 +11,8 @@ import pytest
 from scripts import generate_data, initial_training
 from shared import snapshots
 from shared.config import Settings
+from shared.deleted_items import mark_deleted
+from shared.forgotten_users import forgotten_at_ms, record_forgotten
 from shared.model.checkpoint import load_snapshot
 from shared.storage import mongo, redis_store
 
@@ -75,3 +77,23 @@ def test_no_seed_leaves_stores_untouched(
     db = mongo.connect(settings.mongo)
     assert db[mongo.USERS].count_documents({}) == 0
     assert redis_store.connect(settings.redis).zcard(redis_store.POPULAR_KEY) == 0
+
+
+def test_retraining_leaves_out_deleted_items_and_forgotten_users_earlier_events(
+    settings: Settings,
+) -> None:
+    db = mongo.connect(settings.mongo)
+    redis = redis_store.connect(settings.redis)
+    mark_deleted(db, redis, "gone")
+    record_forgotten(db, "u1", 0, 5)
+    (deleted_at,) = forgotten_at_ms(db).values()
+    frame = pd.DataFrame({
+        "user_id": ["u1", "u1", "u2", "u2"],
+        "item_id": ["a", "b", "gone", "c"],
+        "event": ["click"] * 4,
+        "ts": [deleted_at - 10, deleted_at + 10, deleted_at - 10, deleted_at - 10],
+    })
+    items = pd.DataFrame({"item_id": ["a", "gone"], "title": ["A", "G"]})
+    kept, kept_items = initial_training.without_deleted(settings, frame, items)
+    assert list(zip(kept["user_id"], kept["item_id"], strict=True)) == [("u1", "b"), ("u2", "c")]
+    assert kept_items is not None and list(kept_items["item_id"]) == ["a"]

@@ -8,6 +8,7 @@ import numpy as np
 
 from services.incremental_trainer.publisher import PendingItemRows
 from services.incremental_trainer.user_writer import UserVectorWriter
+from tests.polling import wait_for
 
 
 class _Store:
@@ -65,6 +66,45 @@ def test_a_failed_round_is_retried_under_newer_writes_and_loses_nothing() -> Non
     assert sum(w[u][1] for w in store.rounds for u in w if u == "a") == 2
     assert final["c"] == (7.0, 3, "v2")
     assert writer.failures == 1
+    writer.close(1)
+
+
+def test_a_forgotten_user_is_deleted_in_order_with_the_writes_and_counted_from_zero() -> None:
+    store = _Store()
+    log: list[tuple[str, object]] = []
+
+    def delete(user_ids: list[str]) -> int:
+        log.append(("delete", sorted(user_ids)))
+        return len(user_ids)
+
+    def upsert(rows, version: str) -> int:
+        rows = list(rows)
+        log.append(("upsert", sorted((u, n) for u, _, n in rows)))
+        return store(rows, version)
+
+    writer = UserVectorWriter(upsert, delete=delete)
+    store.gate.clear()  # a round holding the old vector of "a" is in flight
+    writer.put([("a", _vec(1), 4), ("b", _vec(1), 1)], "v1")
+    wait_for(lambda: writer._in_flight, timeout_s=5)
+    writer.put([("a", _vec(2), 3)], "v1")  # events before the deletion: never written
+    writer.forget(["a"])
+    writer.put([("a", _vec(9), 1)], "v2")  # the first event after it
+    store.gate.set()
+    assert writer.flush(5)
+    assert log == [("upsert", [("a", 4), ("b", 1)]), ("delete", ["a"]), ("upsert", [("a", 1)])]
+    assert store.rounds[-1] == {"a": (9.0, 1, "v2")}
+    writer.close(1)
+
+
+def test_a_failed_deletion_is_retried_and_drops_what_came_before_it() -> None:
+    store = _Store(fail=1)
+    deleted: list[str] = []
+    writer = UserVectorWriter(store, delete=lambda ids: deleted.extend(ids) or len(ids))
+    writer.forget(["a"])
+    writer.put([("a", _vec(3), 2)], "v1")
+    assert writer.flush(10)
+    assert deleted == ["a"]  # the upsert failed after it: not deleted twice
+    assert store.rounds == [{"a": (3.0, 2, "v1")}]
     writer.close(1)
 
 

@@ -82,6 +82,10 @@ PATHS: dict[str, Any] = {
         "delete": {
             "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": _ID}],
             "summary": "Forget a user: query vector and seen list removed; the user is new",
+            "description": "A forget record is put on the user's place in the interactions "
+                           "stream first (503 if Kafka does not confirm it: nothing changed, "
+                           "retry). The trainer then resets the user's row and never learns "
+                           "events they sent before, also when it replays them.",
             "security": _SECURITY,
             "responses": {
                 "200": _json("forgotten", {"type": "object", "properties": {
