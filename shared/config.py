@@ -505,6 +505,8 @@ class RankingSettings:
     ranker_publish_interval_s: float = setting(
         "RANKING_RANKER_PUBLISH_INTERVAL_S", 10.0, _parse_positive_float
     )
+    # Share of the trainer's wall time its online ranker training may use (0 = never trains).
+    ranker_train_share: float = setting("RANKING_RANKER_TRAIN_SHARE", 0.05, _parse_fraction)
 
 
 @dataclass(frozen=True)

@@ -2,30 +2,38 @@
 
 Per micro-batch, :class:`RankingSignalPublisher` turns the events into a
 :class:`~shared.ranking.signals.SignalBatch` (the same function the offline evaluator uses) and
-writes it to Redis. :class:`OnlineRankerTraining` ranks a few of the batch's events with the
-recommender's own pipeline over the same stores (GMF from the learner's tables instead of
-faiss_app: the same inner products) before the model learns them, takes one pairwise step per
-event whose item was among the candidates, and publishes the ranker to Redis
-(``ranker:model``) and beside the snapshots (``models/ranker.json``) every few seconds; the
-recommender hot-swaps it.
+queues it on the batch's one Redis pipeline. :class:`OnlineRankerTraining` ranks a budgeted
+sample of the batch's events with the recommender's own pipeline over the same stores (GMF
+from the learner's tables instead of faiss_app: the same inner products) before the model
+learns them (see :mod:`services.incremental_trainer.ranker_training` for what bounds its
+cost), takes one pairwise step per event whose item was among the candidates, and publishes
+the ranker to Redis (``ranker:model``) and beside the snapshots (``models/ranker.json``) every
+few seconds; the recommender hot-swaps it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import redis
+from redis.client import Pipeline
 
 from services.incremental_trainer.learner import Learner
-from services.incremental_trainer.popularity import top_k
+from services.incremental_trainer.ranker_training import (
+    LearnerSearch,
+    PrefetchedNeighbours,
+    RankerBudget,
+    sample,
+)
 from shared.atomic import write_text_atomic
 from shared.config import RankingSettings
 from shared.events import Interaction
 from shared.ranking.candidates import (
+    RECENT_ITEMS_USED,
     CandidateSource,
     CoEngagementCandidates,
     GMFCandidates,
@@ -43,10 +51,9 @@ from shared.storage import ranking_store
 log = logging.getLogger(__name__)
 
 RANKER_FILE = "ranker.json"
-# Events ranked per micro-batch to train the ranker: a bounded cost per batch (each is one
-# Redis round trip and one GMF scoring pass), plenty for ~15 weights.
+# Events ranked per micro-batch at most, however much time budget is left: ~15 weights learn
+# from a trickle, and a batch's ranking stays a small part of it even when the trainer idles.
 RANKER_EVENTS_PER_BATCH = 16
-Hit = tuple[str, float]
 
 
 def new_items(learner: Learner, events: Sequence[Interaction]) -> set[str]:
@@ -55,19 +62,12 @@ def new_items(learner: Learner, events: Sequence[Interaction]) -> set[str]:
     return {e.item_id for e in events if item_map.row(e.item_id, create=False) is None}
 
 
-def learner_sources(learner: Learner, store: RankingStore) -> list[CandidateSource]:
+def learner_sources(
+    learner: Learner, store: RankingStore, search: LearnerSearch | None = None
+) -> list[CandidateSource]:
     """The recommender's sources, with GMF answered from the learner's own tables."""
-
-    def search(user: UserContext, n: int) -> list[Hit]:
-        user_row = learner.state.user_map.row(user.user_id or "", create=False)
-        if user_row is None:
-            return []
-        scores = learner.tables.scores(user_row, learner.n_item_rows)
-        rows = [int(r) for r in top_k(scores, n, learner.seen.get(user_row, ()))]
-        return [(item_id, float(scores[row])) for item_id, row in learner.item_ids_of_rows(rows)]
-
     return [
-        GMFCandidates(search),
+        GMFCandidates(search or LearnerSearch(learner)),
         CoEngagementCandidates(store),
         TrendingCandidates(store),
         PopularCandidates(store),
@@ -87,9 +87,16 @@ class RankingSignalPublisher:
         """Recent items of a user from before this process (Redis ``seen:{user}``)."""
         self.recent.seed(user_id, newest_first)
 
-    def publish(self, events: Sequence[Interaction], fresh_items: set[str]) -> None:
+    def queue(self, pipe: Pipeline, events: Sequence[Interaction], fresh_items: set[str]) -> None:
+        """Queue the batch's signals on ``pipe`` (the batch's one Redis round trip)."""
         batch = signal_batch(events, self.recent, fresh_items.__contains__)
-        ranking_store.write_signals(self._redis, batch, self._limits)
+        ranking_store.queue_signals(pipe, batch, self._limits)
+
+    def publish(self, events: Sequence[Interaction], fresh_items: set[str]) -> None:
+        """Write the batch's signals in a round trip of their own."""
+        pipe = self._redis.pipeline(transaction=False)
+        self.queue(pipe, events, fresh_items)
+        pipe.execute()
 
 
 class OnlineRankerTraining:
@@ -103,16 +110,21 @@ class OnlineRankerTraining:
         recent: RecentItems,
         models_dir: Path,
         seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._learner = learner
         self._redis = r
         self._recent = recent
-        self._store = ranking_store.RedisRankingStore(r, ranking.list_length, ranking.lists_cache_s)
+        self._store = PrefetchedNeighbours(
+            ranking_store.RedisRankingStore(r, ranking.list_length, ranking.lists_cache_s)
+        )
+        self._search = LearnerSearch(learner)
+        self._candidates = candidates_per_source(ranking)
         self.pipeline = RankingPipeline(
-            learner_sources(learner, self._store),
+            learner_sources(learner, self._store, self._search),
             self._store,
             lambda: self.ranker,
-            candidates_per_source(ranking),
+            self._candidates,
         )
         self._path = models_dir / RANKER_FILE
         self.ranker = self._load(self.pipeline.names)
@@ -120,7 +132,9 @@ class OnlineRankerTraining:
         self._publish_every_s = ranking.ranker_publish_interval_s
         self._published_at = 0.0
         self._rng = np.random.default_rng(seed)
-        self.steps = 0
+        self.budget = RankerBudget(ranking.ranker_train_share, clock)
+        self.steps = 0  # pairwise steps taken (events whose item was a candidate)
+        self.ranked = 0  # events ranked
 
     def _load(self, names: list[str]) -> LinearRanker:
         try:
@@ -132,30 +146,63 @@ class OnlineRankerTraining:
             return LinearRanker(names)
 
     def learn(self, events: Sequence[Interaction]) -> int:
-        """Rank up to :data:`RANKER_EVENTS_PER_BATCH` eligible events, one step each."""
-        state = self._learner.state
+        """Rank a budgeted, uniform sample of the eligible events (ranker_training.py), one
+        pairwise step each; returns the steps taken."""
+        wanted = self.budget.affordable(RANKER_EVENTS_PER_BATCH)
+        if not wanted:
+            return 0
+        started = time.perf_counter()
+        picked = [
+            (event, self._user(event, user_row))
+            for event, user_row in sample(self._eligible(events), wanted, self._rng)
+        ]
         steps = 0
-        for event in events:
-            if steps >= RANKER_EVENTS_PER_BATCH:
-                break
-            user_row = state.user_map.row(event.user_id, create=False)
-            item_row = state.item_map.row(event.item_id, create=False)
-            if user_row is None or item_row is None:
-                continue
-            seen_rows = self._learner.seen.get(user_row, set())
-            if item_row in seen_rows:
-                continue
-            seen = frozenset(i for i, _ in self._learner.item_ids_of_rows(sorted(seen_rows)))
-            user = UserContext(event.user_id, self._recent.of(event.user_id), seen)
-            ranking = self.pipeline.rank(user, 10, event.ts)
-            pool = ranking.pool
-            if pool is None or event.item_id not in pool.item_ids:
-                continue
-            self.ranker.learn(pool.features, pool.item_ids.index(event.item_id), self._rng,
-                              self._params)
-            steps += 1
+        try:
+            self._prepare([user for _, user in picked])
+            for event, user in picked:
+                pool = self.pipeline.rank(user, 10, event.ts).pool
+                if pool is None or event.item_id not in pool.item_ids:
+                    continue
+                chosen = pool.item_ids.index(event.item_id)
+                self.ranker.learn(pool.features, chosen, self._rng, self._params)
+                steps += 1
+        finally:
+            self._store.clear()
+            self._search.clear()
+            self.budget.spend(time.perf_counter() - started, len(picked))
+        self.ranked += len(picked)
         self.steps += steps
         return steps
+
+    def _eligible(self, events: Sequence[Interaction]) -> list[tuple[Interaction, int]]:
+        """Events whose user and item the model knows and whose item is new to the user, with
+        the user's row."""
+        state, seen = self._learner.state, self._learner.seen
+        user_rows = state.user_map.rows([e.user_id for e in events], create=False).tolist()
+        item_rows = state.item_map.rows([e.item_id for e in events], create=False).tolist()
+        return [
+            (event, user_row)
+            for event, user_row, item_row in zip(events, user_rows, item_rows, strict=True)
+            if user_row >= 0 and item_row >= 0 and item_row not in seen.get(user_row, ())
+        ]
+
+    def _user(self, event: Interaction, user_row: int) -> UserContext:
+        """The user as the ranking stage sees them, from the trainer's in-memory seen items
+        and recent items."""
+        seen_rows = sorted(self._learner.seen.get(user_row, ()))
+        seen_ids = frozenset(i for i, _ in self._learner.item_ids_of_rows(seen_rows))
+        return UserContext(event.user_id, self._recent.of(event.user_id), seen_ids)
+
+    def _prepare(self, users: Sequence[UserContext]) -> None:
+        """One Redis read for every sampled user's co-engagement anchors, one GMF product."""
+        if not users:
+            return
+        # CoEngagementCandidates asks for its candidates plus the user's seen count.
+        per_anchor = self._candidates["co_engagement"] + max(len(u.seen) for u in users)
+        anchors = [i for u in users for i in u.recent[:RECENT_ITEMS_USED]]
+        if anchors:
+            self._store.prefetch(anchors, per_anchor)
+        self._search.prepare([u.user_id or "" for u in users])
 
     def publish_if_due(self, force: bool = False) -> str | None:
         """Publish the ranker (file beside the snapshots, then Redis) when the interval passed."""
@@ -175,18 +222,19 @@ class OnlineRankerTraining:
 
 
 class TrainerRankingStage:
-    """What the trainer's loop calls: before learning a batch, after publishing it, at
-    snapshots. Redis failures while ranking for the ranker are logged and skipped (the ranker
-    simply learns less); signal writes fail like the other Redis writes of the batch."""
+    """What the trainer's loop calls: before learning a batch, when its Redis pipeline is
+    built, after publishing it, at snapshots. Redis failures while ranking for the ranker are
+    logged and skipped (the ranker simply learns less); signal writes fail like the other Redis
+    writes of the batch (they share its pipeline)."""
 
     def __init__(
         self, learner: Learner, r: redis.Redis, ranking: RankingSettings, limits: StoreLimits,
-        models_dir: Path, seed: int = 0,
+        models_dir: Path, seed: int = 0, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._learner = learner
         self.signals = RankingSignalPublisher(r, limits)
         self.ranker = OnlineRankerTraining(learner, r, ranking, self.signals.recent, models_dir,
-                                           seed)
+                                           seed, clock)
 
     def before_learning(self, events: Sequence[Interaction]) -> set[str]:
         """Train the ranker on the model's state before ``events``; returns the new items."""
@@ -197,8 +245,19 @@ class TrainerRankingStage:
             log.warning("ranker training skipped for this batch: %s", exc)
         return fresh
 
-    def after_publishing(self, events: Sequence[Interaction], fresh: set[str]) -> None:
-        self.signals.publish(events, fresh)
+    def queue_signals(
+        self, pipe: Pipeline, events: Sequence[Interaction], fresh: set[str]
+    ) -> None:
+        """The batch's co-engagement, trending and new items, queued on its Redis pipeline."""
+        self.signals.queue(pipe, events, fresh)
+
+    def after_publishing(
+        self, events: Sequence[Interaction] = (), fresh: set[str] | None = None
+    ) -> None:
+        """Publish the ranker when due; with ``events``, first write their signals in a round
+        trip of their own (callers that did not queue them on the batch's pipeline)."""
+        if events:
+            self.signals.publish(events, fresh or set())
         try:
             self.ranker.publish_if_due()
         except (OSError, redis.RedisError) as exc:
