@@ -16,6 +16,7 @@ from typing import cast
 import numpy as np
 import redis
 from confluent_kafka import KafkaError, Message, Producer
+from redis.client import Pipeline
 
 from shared.config import RedisSettings
 from shared.item_vectors import encode_values
@@ -164,10 +165,25 @@ class StatePublisher:
         query_vectors: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """Seen lists with the users' query vectors beside them, popularity: one pipeline."""
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self.pipeline()
+        self.queue(pipe, seen, popularity, ts_ms, query_vectors)
+        pipe.execute()
+
+    def pipeline(self) -> Pipeline:
+        """A pipeline for one batch's writes (one round trip when executed)."""
+        return self._redis.pipeline(transaction=False)
+
+    def queue(
+        self,
+        pipe: Pipeline,
+        seen: Mapping[str, Sequence[str]],
+        popularity: Mapping[str, float],
+        ts_ms: int,
+        query_vectors: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """Queue what :meth:`redis` writes on ``pipe``."""
         redis_store.queue_seen(pipe, seen, self._settings.seen_list_length, query_vectors)
         redis_store.queue_popularity(pipe, popularity, ts_ms, self._settings.popularity_half_life_s)
-        pipe.execute()
 
     def load_seen(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
         """Seen lists of ``user_ids`` in one round trip (newest first)."""

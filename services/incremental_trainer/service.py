@@ -3,13 +3,16 @@
 Durability protocol (at-least-once, "commit at snapshot time"):
 
 1. Each micro-batch is validated (malformed → ``interactions.dlq``), evaluated then learned
-   (:class:`Learner`), and its effects are published: seen lists and popularity to Redis in
-   one pipeline; changed users' query vectors to MongoDB through the coalescing write-behind
-   (:mod:`user_writer`, off the consume path); changed item vectors to ``item-vectors``,
-   coalesced and produced when due (engaged items within ``item_vectors_interval_ms``).
+   (:class:`Learner`), and its effects are published: seen lists, query vectors, popularity
+   and the ranking stage's signals to Redis in one pipeline (executed by its own thread, one
+   batch behind at most: :mod:`redis_writer`); changed users' query vectors to MongoDB
+   through the coalescing write-behind (:mod:`user_writer`, off the consume path); changed
+   item vectors to ``item-vectors``, coalesced and produced when due (engaged items within
+   ``item_vectors_interval_ms``).
    Nothing is committed to Kafka yet: the only durable copy of the model is the last snapshot.
 2. Every ``snapshot_interval_s`` (and on SIGTERM/SIGINT, on partition revocation and at the
-   end), the producer is flushed (vectors and dead letters acknowledged), a snapshot is written
+   end), the Redis writes are flushed (a failed one stops the trainer, as it always did), the
+   producer is flushed (vectors and dead letters acknowledged), a snapshot is written
    atomically with the ``interactions`` next-offsets it reflects and the ``item-vectors``
    next-offsets it already contains, and only then are those ``interactions`` offsets
    committed synchronously, as explicit offsets.
@@ -35,7 +38,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -53,11 +56,12 @@ from services.incremental_trainer.publisher import (
     VectorPublisher,
 )
 from services.incremental_trainer.ranking_signals import TrainerRankingStage
+from services.incremental_trainer.redis_writer import PipelineWriter
 from services.incremental_trainer.status import StatusFile
 from services.incremental_trainer.user_writer import UserVectorWriter
 from shared.config import Settings
 from shared.deleted_items import DeletedItems
-from shared.events import InvalidEvent, parse
+from shared.events import Interaction, InvalidEvent, parse
 from shared.forgotten_users import forgotten_user_of
 from shared.kafka import (
     DeadLetterPublisher,
@@ -181,6 +185,7 @@ class Trainer:
         )
         db, r = mongo.connect(settings.mongo), redis_store.connect(settings.redis)
         self.state = StatePublisher(r, settings.redis)
+        self.redis_writes = PipelineWriter()  # each batch's pipeline, off the consume path
         # Events for deleted items are not learned from (shared/deleted_items.py).
         self.deleted = DeletedItems(r, db, settings.catalogue.deleted_refresh_s)
         self.users = UserVectorWriter(
@@ -277,7 +282,7 @@ class Trainer:
                     self.snapshot_positions[tp.partition] = handed
                     self._known_users.difference_update(self.group.users_of(tp.partition))
             # a model (or handed rows) from before a user's deletion holds their old row
-            self.forgetting.forget(self.forgetting.predating(self.positions, {tp.partition}))
+            self._forget(self.forgetting.predating(self.positions, {tp.partition}))
             tp.offset = self.positions.get(tp.partition, OFFSET_BEGINNING)
             self.assigned.add(tp.partition)
         consumer.assign(partitions)
@@ -347,6 +352,7 @@ class Trainer:
             self.write_status("stopped")
             self.consumer.close()
             self.users.close(timeout_s=0)
+            self.redis_writes.close()
             if self.group is not None:
                 self.group.close()
             log.info("trainer stopped after %d events", self.counters["events"])
@@ -413,7 +419,7 @@ class Trainer:
             stage_s["item_vectors"] += time.perf_counter() - shared_started
         seen_started = time.perf_counter()
         if forgotten:
-            self.forgetting.forget(forgotten)
+            self._forget(forgotten)
             self._known_users.difference_update(forgotten)
         self._load_seen([e.user_id for e in events])
         ranking_started = time.perf_counter()
@@ -425,11 +431,11 @@ class Trainer:
         publish_started = time.perf_counter()
         stage_s["evaluate"] += result.evaluate_s
         stage_s["learn"] += publish_started - learn_started - result.evaluate_s
-        self.publish(result)
+        self.publish(result, events, fresh)
         if self.ranking:
-            signals_started = time.perf_counter()
-            self.ranking.after_publishing(events, fresh)
-            stage_s["ranking"] += time.perf_counter() - signals_started
+            ranker_started = time.perf_counter()
+            self.ranking.after_publishing()
+            stage_s["ranking"] += time.perf_counter() - ranker_started
         done_ms = self.clock() * 1000.0
         self.positions.update(new_positions)
 
@@ -464,6 +470,13 @@ class Trainer:
         self.metrics.timing("trainer.batch_ms", (time.perf_counter() - started) * 1000)
         return result
 
+    def _forget(self, user_ids: list[str]) -> None:
+        """Start these users again; their keys are removed from Redis after the earlier
+        batches' writes (which may hold their old seen lists and vectors) have landed."""
+        if user_ids:
+            self.redis_writes.flush()
+            self.forgetting.forget(user_ids)
+
     def _forget_records(self, batch: list[Message]) -> tuple[list[str], set[tuple[int, int]]]:
         """The batch's forget records that are due (noted before any event of the batch is
         screened, so the user's earlier events in the same batch are dropped too)."""
@@ -491,12 +504,19 @@ class Trainer:
             if self.ranking:
                 self.ranking.seed(user_id, items)
 
-    def publish(self, result: BatchResult) -> None:
-        """Hand the batch's effects to the outputs; only Redis is written before returning.
+    def publish(
+        self,
+        result: BatchResult,
+        events: Sequence[Interaction] = (),
+        fresh: set[str] | None = None,
+    ) -> None:
+        """Hand the batch's effects to the outputs.
 
         Users' query vectors go to the MongoDB write-behind (:class:`UserVectorWriter`), moved
         item rows join the coalesced set that :meth:`publish_items` sends when due, and the
-        Redis state (seen lists, popularity) is one pipeline.
+        Redis state (seen lists, query vectors, popularity, and the ranking stage's signals of
+        ``events``, ``fresh`` being their new items) is one pipeline, executed by the
+        :class:`PipelineWriter` thread while the next batch is learned.
         """
         state = self.learner.state
         self.pending_items.add(result.positive_rows, result.item_rows)
@@ -510,8 +530,16 @@ class Trainer:
             )
             started = time.perf_counter()
             by_user = dict(zip(user_ids, queries, strict=True))
-            self.state.redis(result.seen, result.popularity, result.ts_ms, by_user)
-            self.stage_s["redis"] += time.perf_counter() - started
+            pipe = self.state.pipeline()
+            self.state.queue(pipe, result.seen, result.popularity, result.ts_ms, by_user)
+            signals_s = 0.0
+            if self.ranking and events:
+                signals_started = time.perf_counter()
+                self.ranking.queue_signals(pipe, events, fresh or set())
+                signals_s = time.perf_counter() - signals_started
+                self.stage_s["ranking"] += signals_s
+            self.redis_writes.submit(pipe)
+            self.stage_s["redis"] += time.perf_counter() - started - signals_s
 
     def publish_items(self, everything: bool = False) -> int:
         """Produce the item vectors that are due (all pending ones if ``everything``)."""
@@ -535,6 +563,7 @@ class Trainer:
     def snapshot(self, reason: str) -> str:
         """Flush, write a snapshot with the offsets it reflects, then commit those offsets."""
         started = time.perf_counter()
+        self.redis_writes.flush()  # raises if a batch's Redis writes failed
         self.publish_items(everything=True)
         # MongoDB first, bounded: users.n_events is a count the model cannot rebuild, so the
         # events a snapshot covers should be counted before their offsets are committed.
@@ -655,6 +684,7 @@ class Trainer:
             "stage_s": {
                 **{k: round(v, 3) for k, v in self.stage_s.items()},
                 "mongo": round(self.users.busy_s, 3),  # the write-behind thread, overlapping
+                "redis_writer": round(self.redis_writes.busy_s, 3),  # its thread, overlapping
             },
             "users_written": self.users.written,
         }
