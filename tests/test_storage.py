@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from pymongo.errors import OperationFailure
 
 from shared.config import Settings
 from shared.storage import mongo, redis_store
@@ -20,6 +21,16 @@ def test_users_upsert_then_find(settings: Settings) -> None:
     assert doc["model_version"] == "v2"
     assert doc["n_events"] == 6
     assert mongo.get_user(db, "nobody") is None
+
+
+def test_users_upsert_raises_when_a_write_fails(settings: Settings) -> None:
+    db = mongo.connect(settings.mongo)
+    db[mongo.USERS].insert_one({"_id": "broken", "n_events": "not a number"})
+    vector = np.ones(3, np.float32)
+    with pytest.raises(OperationFailure, match="1 of 2 user vectors not written"):
+        mongo.upsert_user_vectors(db, [("ok", vector, 1), ("broken", vector, 1)], "v1")
+    written = mongo.get_user(db, "ok")  # unordered: the others are still written
+    assert written is not None and written["n_events"] == 1
 
 
 def test_user_lookup_cannot_be_turned_into_an_operator(settings: Settings) -> None:

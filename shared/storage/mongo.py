@@ -13,11 +13,15 @@ from typing import Any
 import numpy as np
 from pymongo import MongoClient, UpdateOne
 from pymongo.database import Database
+from pymongo.errors import OperationFailure
 
 from shared.config import MongoSettings
 
 USERS = "users"
 ITEMS = "items"
+# Updates per ``update`` command: far below MongoDB's 16 MiB command and 100,000-write limits
+# for vectors of a few hundred floats.
+MAX_UPDATES_PER_COMMAND = 5000
 
 
 def connect(settings: MongoSettings) -> Database:
@@ -51,28 +55,45 @@ def upsert_user_vectors(
     """Bulk upsert ``(user_id, query_vector (serving_dim,) float32, events_added)`` rows.
 
     ``n_events`` is incremented, so a replayed batch over-counts but never loses a user.
-    Returns the number of rows written.
+    Returns the number of rows written; raises :class:`OperationFailure` if any was not.
+
+    One unordered ``update`` command of plain documents: pymongo's ``UpdateOne`` validates each
+    operation in Python, which was most of the trainer's write-behind thread, and the vectors
+    become lists in one conversion.
     """
-    now = _now()
-    ops = [
-        UpdateOne(
-            {"_id": str(user_id)},
-            {
-                "$set": {
-                    "query_vector": np.asarray(vector, dtype=np.float32).tolist(),
-                    "model_version": model_version,
-                    "updated_at": now,
-                },
-                "$inc": {"n_events": int(events_added)},
-            },
-            upsert=True,
-        )
-        for user_id, vector, events_added in rows
-    ]
-    if not ops:
+    user_ids: list[str] = []
+    vectors: list[np.ndarray] = []
+    counts: list[int] = []
+    for user_id, vector, events_added in rows:
+        user_ids.append(str(user_id))
+        vectors.append(vector)
+        counts.append(int(events_added))
+    if not user_ids:
         return 0
-    db[USERS].bulk_write(ops, ordered=False)
-    return len(ops)
+    now = _now()
+    values = np.asarray(vectors, dtype=np.float32).reshape(len(user_ids), -1).tolist()
+    updates = [
+        {
+            "q": {"_id": user_id},
+            "u": {
+                "$set": {"query_vector": value, "model_version": model_version, "updated_at": now},
+                "$inc": {"n_events": count},
+            },
+            "upsert": True,
+        }
+        for user_id, value, count in zip(user_ids, values, counts, strict=True)
+    ]
+    for start in range(0, len(updates), MAX_UPDATES_PER_COMMAND):
+        chunk = updates[start : start + MAX_UPDATES_PER_COMMAND]
+        reply = db.command("update", USERS, updates=chunk, ordered=False)
+        errors = reply.get("writeErrors") or []
+        if errors or reply.get("writeConcernError"):
+            first = errors[0].get("errmsg") if errors else reply.get("writeConcernError")
+            raise OperationFailure(
+                f"{len(errors) or len(chunk)} of {len(chunk)} user vectors not written: {first}",
+                details=reply,
+            )
+    return len(updates)
 
 
 def delete_users(db: Database, user_ids: Sequence[str]) -> int:
