@@ -3,6 +3,7 @@ import json
 import pytest
 
 from scripts.poison_pills import KINDS
+from shared import events
 from shared.events import EVENT_WEIGHTS, Interaction, InvalidEvent, from_dict, parse
 
 NOW_MS = 1_780_000_000_000
@@ -66,3 +67,49 @@ def test_ids_are_matched_whole() -> None:
     for bad in ("u1\n", "u1\r\n", "\nu1"):
         with pytest.raises(InvalidEvent, match="user_id"):
             from_dict(_event(user_id=bad), now_ms=NOW_MS)
+
+
+def _parsed(raw: bytes) -> Interaction | str:
+    """The event, or the reason it is refused."""
+    try:
+        return parse(raw, now_ms=NOW_MS)
+    except InvalidEvent as exc:
+        return f"invalid: {exc}"
+
+
+CANONICAL = Interaction("u-1", "i:42", "click", NOW_MS - 1000).to_bytes()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        CANONICAL,  # the fast path
+        Interaction("A_b.c:d@e-9" * 11, "x" * 128, "purchase", NOW_MS).to_bytes(),
+        CANONICAL.replace(b'"click"', b'"clack"'),  # unknown event
+        CANONICAL.replace(b'"u-1"', b'"' + b"u" * 129 + b'"'),  # id too long
+        CANONICAL.replace(b'"u-1"', b'"u\\u002d1"'),  # an escape: same id, full path
+        CANONICAL.replace(b'"u-1"', b'"u 1"'),
+        CANONICAL.replace(str(NOW_MS - 1000).encode(), b"946684799999"),  # before 2000
+        CANONICAL.replace(str(NOW_MS - 1000).encode(), str(NOW_MS + 86_400_001).encode()),
+        CANONICAL.replace(str(NOW_MS - 1000).encode(), b"0" + str(NOW_MS).encode()),
+        CANONICAL.replace(str(NOW_MS - 1000).encode(), b"17800000000000000000000"),
+        CANONICAL.replace(b",", b", "),  # whitespace: full path
+        CANONICAL + b" ",
+        CANONICAL + b"\n",
+        CANONICAL[:-1] + b',"item":{"title":"Lamp"}}',
+        CANONICAL[:-1] + b',"ts":5}',  # a duplicate key: the last one wins in both paths
+        b'{"item_id":"i:42","user_id":"u-1","event":"click","ts":1779999999000}',
+    ],
+)
+def test_the_canonical_fast_path_answers_exactly_like_the_full_parser(
+    raw: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = _parsed(raw)
+    monkeypatch.setattr(events, "_parse_canonical", lambda _data, _now: None)
+    assert fast == _parsed(raw)
+
+
+def test_what_producers_write_takes_the_fast_path() -> None:
+    assert events._parse_canonical(CANONICAL, NOW_MS) == parse(CANONICAL, now_ms=NOW_MS)
+    with_metadata = from_dict(_event(item={"title": "Lamp"}), now_ms=NOW_MS).to_bytes()
+    assert events._parse_canonical(with_metadata, NOW_MS) is None
