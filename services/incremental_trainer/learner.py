@@ -21,7 +21,7 @@ from services.incremental_trainer.popularity import StreamingPopularity, sample_
 from services.incremental_trainer.prequential import PrequentialEvaluator
 from shared import snapshots
 from shared.config import ModelSettings, RedisSettings, TrainerSettings
-from shared.events import Interaction
+from shared.events import EVENT_WEIGHTS, Interaction
 from shared.model.checkpoint import load_snapshot
 from shared.model.gmf import GMF
 from shared.model.ids import HASH, HashIdMap, VocabIdMap, id_map_from_settings
@@ -278,6 +278,8 @@ class Learner:
         for start in range(0, len(events), UPDATE_CHUNK):
             self._learn_chunk(events[start : start + UPDATE_CHUNK], result)
         self.events_learned += len(events)
+        # Each event appended one item to its user's list: the count per user is its length.
+        result.user_events = {user_id: len(items) for user_id, items in result.seen.items()}
         self._express_popularity_at(result)
         return result
 
@@ -304,22 +306,28 @@ class Learner:
         self._ensure_capacity(
             ITEMS, _rows_needed(item_map, _new_ids(item_ids, known_items)), result
         )
-        user_rows = user_map.rows(user_ids, create=True)
+        user_rows = (
+            known_users if known_users.min() >= 0 else user_map.rows(user_ids, create=True)
+        )
         item_rows = self._item_rows(item_ids, known_items)
-        scales = np.array([_event_scale(e.weight) for e in events], dtype=np.float32)
+        event_weights = [EVENT_WEIGHTS[e.event] for e in events]
+        scales = np.array([_event_scale(w) for w in event_weights], dtype=np.float32)
         update_batch(self.tables, user_rows, item_rows, scales, self.params, negatives)
 
-        weights = np.array([e.weight for e in events], dtype=np.float64)
+        weights = np.array(event_weights, dtype=np.float64)
         ts = np.array([e.ts for e in events], dtype=np.int64)
         added = self.popularity.bump_many(item_rows, weights, ts).tolist()
         seen = self.seen
-        user_events, seen_ids, popularity = result.user_events, result.seen, result.popularity
+        seen_ids, popularity = result.seen, result.popularity
         for user_id, item_id, user_row, item_row, amount in zip(
             user_ids, item_ids, user_rows.tolist(), item_rows.tolist(), added, strict=True
         ):
             seen[user_row].add(item_row)
-            user_events[user_id] = user_events.get(user_id, 0) + 1
-            seen_ids.setdefault(user_id, []).append(item_id)
+            items = seen_ids.get(user_id)
+            if items is None:
+                seen_ids[user_id] = [item_id]
+            else:
+                items.append(item_id)
             popularity[item_id] = popularity.get(item_id, 0.0) + amount
         touched = item_rows if negatives is None else np.concatenate([item_rows, negatives.ravel()])
         result.item_rows.update(np.unique(touched).tolist())
