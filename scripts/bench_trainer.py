@@ -46,7 +46,7 @@ import requests
 from pymongo.errors import PyMongoError
 from tqdm import tqdm
 
-from scripts import localstack
+from scripts import localstack, process_cpu
 from scripts.processes import ProcessGroup
 from services.incremental_trainer.learner import Learner, ModelState
 from services.incremental_trainer.offline import interactions, warm_start
@@ -229,10 +229,17 @@ def stop_trainer(proc: subprocess.Popen) -> None:
 
 
 def drain(
-    statuses: list[Path], total: int, procs: list[subprocess.Popen], progress: bool
+    statuses: list[Path],
+    total: int,
+    procs: list[subprocess.Popen],
+    progress: bool,
+    cpu_roots: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Wait until the trainers' positions cover ``total`` events; events/s from first to last."""
+    """Wait until the trainers' positions cover ``total`` events; events/s from first to last,
+    and the CPU seconds of ``cpu_roots`` (name → pid, with descendants) over the same span."""
     bar = tqdm(total=total, desc="train", unit="ev", disable=not progress)
+    roots = cpu_roots or {}
+    cpu_before = process_cpu.sample(roots)
     first_at: float | None = None
     first_events = 0
     done = 0
@@ -252,12 +259,14 @@ def drain(
         positions = sum(furthest.values())
         if events and first_at is None:
             first_at, first_events = now, events
+            cpu_before = process_cpu.sample(roots)
         bar.update(events - done)
         done = events
         loads.append(_load())
         if positions >= total and events >= total:
             break
         time.sleep(0.1)
+    cpu = process_cpu.used(cpu_before, process_cpu.sample(roots))
     bar.close()
     seconds = time.perf_counter() - (first_at or time.perf_counter())
     return {
@@ -267,6 +276,7 @@ def drain(
         "events_per_s": (total - first_events) / max(seconds, 1e-9),
         "load_avg": float(np.mean(loads)),
         "statuses": [_status(s) for s in statuses],
+        "cpu_s": cpu,
     }
 
 
@@ -275,7 +285,9 @@ def py_spy(pid: int, seconds: float, out: Path) -> dict[str, Any]:
     raw = out.with_suffix(".txt")
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     command = [exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "50"]
-    command += ["--format", "raw", "--output", str(raw), "--nonblocking", "--threads"]
+    # --gil: only the thread holding the GIL is sampled, so the shares are of the process's
+    # Python work (a thread waiting for Redis or MongoDB is not counted as busy).
+    command += ["--format", "raw", "--output", str(raw), "--nonblocking", "--threads", "--gil"]
     try:
         subprocess.run(command, check=True, capture_output=True, timeout=seconds + 30)
     except (OSError, subprocess.SubprocessError) as exc:
@@ -301,6 +313,9 @@ def py_spy(pid: int, seconds: float, out: Path) -> dict[str, Any]:
 
 _STAGE_MARKERS = (  # first match wins; frames read "function (file:line)"
     ("user_writer.py", "mongo write-behind (own thread)"),
+    ("before_learning", "ranking: ranker training"),
+    ("queue_signals", "ranking: signals (co-engagement, trending)"),
+    ("redis_writer.py", "redis: pipeline thread (packing, replies)"),
     ("_test_batch", "evaluate"),
     ("update_batch", "learn: ISGD arithmetic"),
     ("_learn_chunk", "learn: bookkeeping"),
@@ -505,11 +520,28 @@ def report(args: argparse.Namespace, f: dict[str, Any]) -> str:
     ]
     for stage, seconds in one["stages"].items():
         lines.append(f"| {stage} | {seconds:.2f} | {100 * seconds / one['seconds']:.0f}% |")
+    cpu = dict(one.get("cpu_s", {}))
+    wall = cpu.pop("wall_s", 0.0)
+    if wall:
+        lines += [
+            "",
+            f"CPU seconds of each process over the same {wall:.1f} s ({f['cpus']} cores = "
+            f"{f['cpus'] * wall:.1f} CPU-seconds available; `other` is the rest of the machine: "
+            "other work on the shared cores):",
+            "",
+            "| process | CPU seconds | cores busy |",
+            "|---|---|---|",
+            *[
+                f"| {name} | {seconds:.2f} | {seconds / wall:.2f} |"
+                for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1])
+            ],
+        ]
     prof = one.get("profile", {})
     if prof.get("stages"):
         lines += [
             "",
-            f"py-spy ({prof['samples']} samples of all the trainer's threads while it drained), "
+            f"py-spy ({prof['samples']} samples of whichever trainer thread held the GIL while "
+            "it drained: where its Python work goes), "
             "share by stage:",
             "",
             "| stage | share of samples |",
@@ -616,7 +648,8 @@ def main(argv: list[str] | None = None) -> int:
 
                         profiler = threading.Thread(target=profile_it, daemon=True)
                         profiler.start()
-                    one = drain([status], len(events), [trainer], progress)
+                    roots = {"trainer": trainer.pid, "faiss_app": faiss.pid, **info.pids}
+                    one = drain([status], len(events), [trainer], progress, roots)
                     if not args.no_profile:
                         profiler.join(60)
                     time.sleep(1.5)  # one status period: lag and backlog as of the end
@@ -671,7 +704,8 @@ def main(argv: list[str] | None = None) -> int:
                 statuses = [tmp_dir / "two-a.json", tmp_dir / "two-b.json"]
                 procs = [start_trainer(env2, s, tmp_dir / f"{s.stem}.log") for s in statuses]
                 try:
-                    two = drain(statuses, len(events), procs, progress)
+                    roots = {f"trainer {n}": p.pid for n, p in zip("ab", procs, strict=True)}
+                    two = drain(statuses, len(events), procs, progress, {**roots, **info.pids})
                     two["recall"] = _recall(two.pop("statuses"))
                     figures["two"] = two
                 finally:
