@@ -18,7 +18,6 @@ from services.incremental_trainer.ranker_training import (
 )
 from services.incremental_trainer.ranking_signals import TrainerRankingStage
 from shared.config import Settings
-from shared.events import Interaction
 from shared.ranking.candidates import UserContext
 from shared.ranking.signals import RecentItems, signal_batch
 from shared.ranking.stores import GlobalLists, MemoryRankingStore, store_limits
