@@ -185,7 +185,9 @@ class Trainer:
         )
         db, r = mongo.connect(settings.mongo), redis_store.connect(settings.redis)
         self.state = StatePublisher(r, settings.redis)
-        self.redis_writes = PipelineWriter()  # each batch's pipeline, off the consume path
+        # Each batch's pipeline, off the consume path. A Redis write of the loop that must land
+        # after the batches before it (e.g. removing a user's keys) flushes it first.
+        self.redis_writes = PipelineWriter()
         # Events for deleted items are not learned from (shared/deleted_items.py).
         self.deleted = DeletedItems(r, db, settings.catalogue.deleted_refresh_s)
         self.users = UserVectorWriter(
