@@ -492,6 +492,18 @@ def measure_parts(
                         if name == f"api.dependency.{dependency}.ms"
                     )
                 )
+        if local is not None:
+            # The search the app ran inside the request (k as the ranking stage asks).
+            query, seen = sample_user
+            wanted = settings.ranking.gmf_candidates if settings.ranking.enabled else k
+            searches = []
+            for _ in range(n):
+                catalog = local.catalog()
+                assert catalog is not None
+                began = time.perf_counter()
+                local.search(catalog, query, wanted, seen)
+                searches.append((time.perf_counter() - began) * 1000.0)
+            parts["personalized_local_search"] = float(np.median(searches))
     finally:
         deps.close()
     in_process = float(np.median(totals))
@@ -500,6 +512,7 @@ def measure_parts(
     for dependency, spent in per_dependency.items():
         parts[f"personalized_{dependency}_calls"] = float(np.median(spent))
         dependency_ms += float(np.median(spent))
+    # With the local search on, the app's own time includes that search (its own part above).
     parts["personalized_app_own"] = max(0.0, in_process - dependency_ms)
     parts["personalized_http_and_gunicorn"] = max(
         0.0, parts["personalized_unloaded_p50"] - in_process
