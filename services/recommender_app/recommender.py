@@ -10,7 +10,8 @@
    not seen and not already chosen (Redis ``popular``), give the tail slots to new catalogue
    items (:mod:`services.recommender_app.new_items`);
 4. metadata — in-process cache, Redis, MongoDB: :mod:`services.recommender_app.catalog`;
-5. answer — items, ``source``, ``model_version``, ``degraded``.
+5. answer — items, ``source``, ``model_version``, ``degraded``; a whole popular answer (no
+   id, no filters) is kept for a moment: :mod:`services.recommender_app.popular_answers`.
 
 With the ranking stage on (``RECSYS_RANKING_ENABLED``, :mod:`services.recommender_app.ranking`),
 step 2 asks faiss_app for ``RECSYS_RANKING_GMF_CANDIDATES`` items and the shared pipeline ranks
@@ -38,6 +39,7 @@ from services.recommender_app.catalog import Catalog
 from services.recommender_app.deps import Deps
 from services.recommender_app.metadata_cache import MetadataCache
 from services.recommender_app.new_items import NewItems, with_new_items
+from services.recommender_app.popular_answers import PopularAnswers
 from services.recommender_app.popular_list import PopularList
 from services.recommender_app.ranking import ServingRanking
 from services.recommender_app.resilience import Budget, DependencyDown, Guard
@@ -118,6 +120,7 @@ class Recommender:
             settings.popular_cache_s,
             deps.clock,
         )
+        self._popular_answers = PopularAnswers(settings.popular_cache_s, deps.clock)
         # Metric names built once, not per request.
         self._source_metrics = {
             source: (f"api.recommend.source.{source}", f"api.recommend.source_ms.{source}")
@@ -206,7 +209,20 @@ class Recommender:
         return self._answer(found, k, {item_id}, budget, degraded, source, filters)
 
     def popular(self, k: int, budget: Budget, filters: Filters = NO_FILTERS) -> Recommendation:
-        return self._answer(Candidates(), k, set(), budget, set(), "popular", filters)
+        if filters != NO_FILTERS:
+            return self._answer(Candidates(), k, set(), budget, set(), "popular", filters)
+        built_from = (
+            self._deleted.current() if self._deleted is not None else None,
+            self._new_items.current() if self._new_items is not None else None,
+        )
+        redis_failures = self._guard.breakers["redis"].failures
+        kept = self._popular_answers.get(k, built_from, redis_failures)
+        if kept is not None:
+            return kept
+        answer = self._answer(Candidates(), k, set(), budget, set(), "popular", filters)
+        if not answer.degraded:
+            self._popular_answers.put(k, built_from, redis_failures, answer)
+        return answer
 
     def _ranked(
         self,
