@@ -52,6 +52,15 @@ class MetadataCache:
                 missing.append(item_id)
         return found, missing
 
+    def fresh_until(self, item_ids: Iterable[str]) -> float:
+        """When the first of these entries expires (now when one is not cached): something
+        built from them (a kept popular answer) must not be served longer."""
+        now = self._clock()
+        if not self.enabled:
+            return now
+        missing = (now, None)
+        return min((self._entries.get(i, missing)[0] for i in item_ids), default=now)
+
     def store(self, values: Mapping[str, Metadata | None]) -> None:
         """Remember what the stores returned (``None``: the item has none) for ``ttl_s``."""
         if not self.enabled or not values:

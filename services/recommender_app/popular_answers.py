@@ -7,7 +7,9 @@ copy it is built from, :mod:`services.recommender_app.popular_list`), and only w
 was built from is unchanged: the deleted-items set and the new-items list this worker holds
 (both re-read in the background every fraction of a second; a new object means a refresh) and
 the Redis breaker's failure count (an answer built before a Redis failure is not served after
-it). Degraded answers are never kept.
+it). Nor is it kept past the moment the metadata cache would read its items' metadata again,
+so the metadata rule (services/recommender_app/metadata_cache.py) holds for it too. Degraded
+answers are never kept.
 """
 
 from __future__ import annotations
@@ -47,9 +49,17 @@ class PopularAnswers:
         return kept.answer if same else None
 
     def put(
-        self, k: int, built_from: tuple[object, ...], redis_failures: int, answer: Any
+        self,
+        k: int,
+        built_from: tuple[object, ...],
+        redis_failures: int,
+        answer: Any,
+        not_after: float,
     ) -> None:
-        if self._ttl_s <= 0:
+        """Keep ``answer`` for the TTL, but never past ``not_after`` (when the metadata it
+        holds would have been read again)."""
+        expires = min(self._clock() + self._ttl_s, not_after)
+        if expires <= self._clock():
             return
         with self._lock:
-            self._kept[k] = _Kept(self._clock() + self._ttl_s, built_from, redis_failures, answer)
+            self._kept[k] = _Kept(expires, built_from, redis_failures, answer)

@@ -221,7 +221,8 @@ class Recommender:
             return kept
         answer = self._answer(Candidates(), k, set(), budget, set(), "popular", filters)
         if not answer.degraded:
-            self._popular_answers.put(k, built_from, redis_failures, answer)
+            metadata_until = self.catalog.local.fresh_until(i["item_id"] for i in answer.items)
+            self._popular_answers.put(k, built_from, redis_failures, answer, metadata_until)
         return answer
 
     def _ranked(
