@@ -19,6 +19,7 @@ import signal
 import sys
 from types import FrameType
 
+from services.incremental_trainer.startup_timing import StartupTiming
 from shared.startup import load_settings
 
 SERVICE = "incremental_trainer"
@@ -26,6 +27,7 @@ log = logging.getLogger("services.incremental_trainer")
 
 
 def main(argv: list[str] | None = None) -> int:
+    timing = StartupTiming()
     parser = argparse.ArgumentParser(
         prog="python -m services.incremental_trainer",
         description=__doc__,
@@ -42,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(SERVICE, settings.logging)
     one_math_thread()  # the update touches a few rows at a time: threads only add overhead
+    timing.mark("imports")
     try:
-        trainer = Trainer(settings)
+        trainer = Trainer(settings, timing=timing)
     except KafkaUnavailable as exc:
         log.error("trainer could not start: %s", exc)
         return 1
