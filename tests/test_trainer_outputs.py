@@ -25,7 +25,7 @@ class _Store:
         if self.fail:
             self.fail -= 1
             raise ConnectionError("store down")
-        written = {u: (float(v[0]), n, version) for u, v, n in rows}
+        written = {u: (float(v[0]), sum(map(len, o.values())), version) for u, v, o in rows}
         self.rounds.append(written)
         return len(written)
 
@@ -34,13 +34,21 @@ def _vec(x: float) -> np.ndarray:
     return np.full(3, x, dtype=np.float32)
 
 
+_next_offset = iter(range(10**6))
+
+
+def _events(n: int) -> dict[int, list[int]]:
+    """``n`` events of partition 0 at new offsets."""
+    return {0: [next(_next_offset) for _ in range(n)]}
+
+
 def test_writes_behind_coalescing_each_user_to_its_newest_vector_and_summed_events() -> None:
     store = _Store()
     writer = UserVectorWriter(store)
     store.gate.clear()  # the first round blocks: later batches pile up behind it
-    writer.put([("a", _vec(1), 1)], "v1")
+    writer.put([("a", _vec(1), _events(1))], "v1")
     for step in range(2, 6):
-        writer.put([("b", _vec(step), 2), ("a", _vec(step), 1)], "v1")
+        writer.put([("b", _vec(step), _events(2)), ("a", _vec(step), _events(1))], "v1")
     assert writer.behind
     store.gate.set()
     assert writer.flush(5)
@@ -58,8 +66,8 @@ def test_writes_behind_coalescing_each_user_to_its_newest_vector_and_summed_even
 def test_a_failed_round_is_retried_under_newer_writes_and_loses_nothing() -> None:
     store = _Store(fail=1)
     writer = UserVectorWriter(store)
-    writer.put([("a", _vec(1), 1)], "v1")
-    writer.put([("a", _vec(2), 1), ("c", _vec(7), 3)], "v2")
+    writer.put([("a", _vec(1), _events(1))], "v1")
+    writer.put([("a", _vec(2), _events(1)), ("c", _vec(7), _events(3))], "v2")
     assert writer.flush(10)
     final = {u: w for written in store.rounds for u, w in written.items()}
     assert final["a"][0] == 2.0 and final["a"][2] == "v2"

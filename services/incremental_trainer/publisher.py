@@ -170,8 +170,9 @@ class StatePublisher:
         pipe.execute()
 
     def pipeline(self) -> Pipeline:
-        """A pipeline for one batch's writes (one round trip when executed)."""
-        return self._redis.pipeline(transaction=False)
+        """A transaction for one batch's writes (one round trip when executed): its counters
+        and the marks of what they counted (``shared.storage.applied_offsets``) land together."""
+        return self._redis.pipeline(transaction=True)
 
     def queue(
         self,

@@ -4,8 +4,8 @@ Durability protocol (at-least-once, "commit at snapshot time"):
 
 1. Each micro-batch is validated (malformed → ``interactions.dlq``), evaluated then learned
    (:class:`Learner`), and its effects are published: seen lists, query vectors, popularity
-   and the ranking stage's signals to Redis in one pipeline (executed by its own thread, one
-   batch behind at most: :mod:`redis_writer`); changed users' query vectors to MongoDB
+   and the ranking stage's signals to Redis in one transaction (executed by its own thread,
+   one batch behind at most: :mod:`redis_writer`); changed users' query vectors to MongoDB
    through the coalescing write-behind (:mod:`user_writer`, off the consume path); changed
    item vectors to ``item-vectors``, coalesced and produced when due (engaged items within
    ``item_vectors_interval_ms``).
@@ -16,20 +16,22 @@ Durability protocol (at-least-once, "commit at snapshot time"):
    atomically with the ``interactions`` next-offsets it reflects and the ``item-vectors``
    next-offsets it already contains, and only then are those ``interactions`` offsets
    committed synchronously, as explicit offsets.
-3. At start (and on every assignment) the consumer is positioned at the offsets of the model
-   in memory, i.e. those of the snapshot it was loaded from (absent partition = from the
+3. At start (a lone trainer assigns itself every partition: no group join to wait for; with
+   ``share_items``, on every group assignment) the consumer is positioned at the offsets of the
+   model in memory, i.e. those of the snapshot it was loaded from (absent partition = from the
    beginning), not at the group's committed offsets. So after ``kill -9`` at any moment the
    trainer reloads the last snapshot and replays everything after it: each event is reflected
    in the model at least once. The replayed batches are published again: MongoDB and
-   item-vectors are overwritten by the newer vectors (idempotent), while Redis popularity and
-   ``users.n_events`` count the replayed events twice ("idempotent enough").
+   item-vectors are overwritten by the newer vectors (idempotent) and seen lists hold each item
+   once, while the counters (Redis popularity and ranking signals, ``users.n_events``) leave
+   out what their store already counted (:mod:`replay_guard`, ``shared.storage.applied_offsets``).
    The committed offsets are what the group and lag dashboards see; if a commit is lost after a
    snapshot, the snapshot's offsets still win.
 4. Within one process a message whose offset is below the model's position for its partition is
    skipped, so a rebalance that revokes and re-assigns a partition never learns an event twice.
 
-One trainer owns one model: run a single replica (extra group members are standbys that share
-the partitions but not the model; see the README of the deploy).
+One trainer owns one model: run a single replica (a lone trainer takes every partition; several
+share them only with ``RECSYS_TRAINER_SHARE_ITEMS``, see docs/CONTRACTS.md).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -57,12 +59,13 @@ from services.incremental_trainer.publisher import (
 )
 from services.incremental_trainer.ranking_signals import TrainerRankingStage
 from services.incremental_trainer.redis_writer import PipelineWriter
+from services.incremental_trainer.replay_guard import CountedBatch, ReplayGuard
 from services.incremental_trainer.startup_timing import StartupTiming
 from services.incremental_trainer.status import StatusFile
 from services.incremental_trainer.user_writer import UserVectorWriter
 from shared.config import Settings
 from shared.deleted_items import DeletedItems
-from shared.events import Interaction, InvalidEvent, parse
+from shared.events import InvalidEvent, parse
 from shared.forgotten_users import forgotten_user_of
 from shared.kafka import (
     DeadLetterPublisher,
@@ -76,7 +79,7 @@ from shared.kafka import (
 from shared.metrics import Metrics
 from shared.model.checkpoint import save_snapshot
 from shared.ranking.stores import store_limits
-from shared.storage import mongo, redis_store
+from shared.storage import applied_offsets, mongo, redis_store
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +201,10 @@ class Trainer:
         # Events for deleted items are not learned from (shared/deleted_items.py).
         self.deleted = DeletedItems(r, db, settings.catalogue.deleted_refresh_s)
         self.users = UserVectorWriter(
-            partial(mongo.upsert_user_vectors, db), delete=partial(mongo.delete_users, db)
+            partial(applied_offsets.upsert_user_vectors_once, db),
+            delete=partial(mongo.delete_users, db),
         )
+        self.replays = ReplayGuard(r, self.topic, settings.redis.popularity_half_life_s)
         # Seconds per stage since start: where a batch's time goes (bench_trainer reports it).
         self.stage_s: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self.consumer = make_consumer(kafka, kafka.trainer_group_id)
@@ -295,6 +300,7 @@ class Trainer:
             self._forget(self.forgetting.predating(self.positions, {tp.partition}))
             tp.offset = self.positions.get(tp.partition, OFFSET_BEGINNING)
             self.assigned.add(tp.partition)
+        self.replays.load(tp.partition for tp in partitions)
         consumer.assign(partitions)
         self.timing.mark("assigned")
         log.info(
@@ -417,6 +423,7 @@ class Trainer:
         deleted = self.deleted.current()
         parts: list[int] = []
         forgotten, forget_records = self._forget_records(batch)
+        offsets: list[int] = []
         for msg in batch:
             _, part, offset = position(msg)
             if part not in self.assigned or offset < self.positions.get(part, 0):
@@ -442,6 +449,7 @@ class Trainer:
                 continue  # sent before the user's deletion (replayed, or earlier in this batch)
             events.append(event)
             parts.append(part)
+            offsets.append(offset)
             kind, stamp = msg.timestamp()
             produced_ms.append(stamp if kind and stamp > 0 else event.ts)
 
@@ -466,7 +474,8 @@ class Trainer:
         publish_started = time.perf_counter()
         stage_s["evaluate"] += result.evaluate_s
         stage_s["learn"] += publish_started - learn_started - result.evaluate_s
-        self.publish(result, events, fresh)
+        counted = self.replays.split(events, parts, offsets, new_positions, result.ts_ms)
+        self.publish(result, counted, fresh)
         if self.ranking:
             ranker_started = time.perf_counter()
             self.ranking.after_publishing()
@@ -542,7 +551,7 @@ class Trainer:
     def publish(
         self,
         result: BatchResult,
-        events: Sequence[Interaction] = (),
+        counted: CountedBatch,
         fresh: set[str] | None = None,
     ) -> None:
         """Hand the batch's effects to the outputs.
@@ -550,8 +559,10 @@ class Trainer:
         Users' query vectors go to the MongoDB write-behind (:class:`UserVectorWriter`), moved
         item rows join the coalesced set that :meth:`publish_items` sends when due, and the
         Redis state (seen lists, query vectors, popularity, and the ranking stage's signals of
-        ``events``, ``fresh`` being their new items) is one pipeline, executed by the
-        :class:`PipelineWriter` thread while the next batch is learned.
+        the batch's events, ``fresh`` being their new items) is one transaction, executed by the
+        :class:`PipelineWriter` thread while the next batch is learned. ``counted`` says what
+        the counters still have to count (a replay after a crash: :mod:`replay_guard`) and
+        raises the marks of what they counted in the same transaction.
         """
         state = self.learner.state
         self.pending_items.add(result.positive_rows, result.item_rows)
@@ -560,19 +571,24 @@ class Trainer:
             user_ids = list(result.user_events)
             queries = state.model.query_vectors(state.user_map.rows(user_ids, create=False))
             self.users.put(
-                ((u, q, result.user_events[u]) for u, q in zip(user_ids, queries, strict=True)),
+                (
+                    (u, q, counted.user_offsets.get(u, {}))
+                    for u, q in zip(user_ids, queries, strict=True)
+                ),
                 state.version,
             )
             started = time.perf_counter()
             by_user = dict(zip(user_ids, queries, strict=True))
             pipe = self.state.pipeline()
-            self.state.queue(pipe, result.seen, result.popularity, result.ts_ms, by_user)
+            popularity = result.popularity if counted.popularity is None else counted.popularity
+            self.state.queue(pipe, result.seen, popularity, result.ts_ms, by_user)
             signals_s = 0.0
-            if self.ranking and events:
+            if self.ranking and counted.events:
                 signals_started = time.perf_counter()
-                self.ranking.queue_signals(pipe, events, fresh or set())
+                self.ranking.queue_signals(pipe, counted.events, fresh or set())
                 signals_s = time.perf_counter() - signals_started
                 self.stage_s["ranking"] += signals_s
+            applied_offsets.queue_mark(pipe, self.topic, counted.next_offsets)
             self.redis_writes.submit(pipe)
             self.stage_s["redis"] += time.perf_counter() - started - signals_s
 
@@ -726,6 +742,7 @@ class Trainer:
                 "redis_writer": round(self.redis_writes.busy_s, 3),  # its thread, overlapping
             },
             "users_written": self.users.written,
+            "replayed_not_recounted": self.replays.left_out,
             "startup": self.timing.as_dict(),
             "process_started_at": self.timing.started_at,
         }

@@ -3,7 +3,8 @@
 MongoDB ``users`` is a serving copy of the model's user rows, not the trainer's durable state
 (that is the snapshot with the offsets it reflects). So the consume loop only hands each
 batch's query vectors to :class:`UserVectorWriter` (a dict update) and a background thread
-writes them with one unordered bulk upsert per round, newest vector per user, events summed:
+writes them with one unordered bulk upsert per round, newest vector per user, the offsets of its
+events merged (the store counts each offset once: ``shared.storage.applied_offsets``):
 a user touched by ten batches while a round was in flight costs one write. How fast the store
 upserts sets how stale ``users`` may get, never how fast the trainer learns.
 
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shared.storage.applied_offsets import EventOffsets
+
 log = logging.getLogger(__name__)
 
 # Upserts per bulk_write: bounds one round's duration so flush and stop stay responsive.
@@ -39,26 +42,31 @@ ROUND_SIZE = 2000
 MIN_ROUND_INTERVAL_S = 1.0
 RETRY_PAUSE_S = 1.0
 
-UpsertUsers = Callable[[Iterable[tuple[str, np.ndarray, int]], str], int]
+UpsertUsers = Callable[[Iterable[tuple[str, np.ndarray, EventOffsets]], str], int]
 DeleteUsers = Callable[[list[str]], int]
+
+
+def merge_offsets(into: EventOffsets, more: EventOffsets) -> None:
+    for partition, offsets in more.items():
+        into.setdefault(partition, []).extend(offsets)
 
 
 @dataclass
 class _Pending:
     vector: np.ndarray | None  # None: only the deletion is owed
-    events: int
+    events: EventOffsets
     version: str
     forget: bool = False  # delete the document first (a forgotten user: n_events restarts)
 
 
 class UserVectorWriter:
-    """Coalescing write-behind of ``(user_id, query vector, events added)`` to MongoDB.
+    """Coalescing write-behind of ``(user_id, query vector, offsets of its new events)``.
 
     Parameters
     ----------
     upsert : callable
-        ``upsert(rows, model_version)``: ``shared.storage.mongo.upsert_user_vectors`` bound to
-        a database.
+        ``upsert(rows, model_version)``: ``shared.storage.applied_offsets.
+        upsert_user_vectors_once`` bound to a database.
     """
 
     def __init__(
@@ -83,17 +91,20 @@ class UserVectorWriter:
         self._thread.start()
 
     # ------------------------------------------------------------------ the consume side
-    def put(self, users: Iterable[tuple[str, np.ndarray, int]], model_version: str) -> None:
-        """Hand over the newest query vector of each user (and how many events it learned)."""
+    def put(
+        self, users: Iterable[tuple[str, np.ndarray, EventOffsets]], model_version: str
+    ) -> None:
+        """Hand over the newest query vector of each user (and the offsets of its events)."""
         with self._cond:
             pending = self._pending
             for user_id, vector, events in users:
                 old = pending.get(user_id)
                 if old is None:
-                    pending[user_id] = _Pending(vector, events, model_version)
+                    pending[user_id] = _Pending(vector, {p: list(o) for p, o in events.items()},
+                                                model_version)
                 else:
                     old.vector, old.version = vector, model_version
-                    old.events += events
+                    merge_offsets(old.events, events)
             self._cond.notify()
 
     def forget(self, user_ids: Iterable[str]) -> None:
@@ -102,12 +113,12 @@ class UserVectorWriter:
         after the deletion (``delete`` must have been given)."""
         with self._cond:
             for user_id in user_ids:
-                self._pending[user_id] = _Pending(None, 0, "", forget=True)
+                self._pending[user_id] = _Pending(None, {}, "", forget=True)
             self._cond.notify()
 
     def catch_up(self, users: Iterable[tuple[str, np.ndarray]], model_version: str) -> None:
         """Rewrite users whose stored vector may lag the model (no events counted)."""
-        self.put(((u, v, 0) for u, v in users), model_version)
+        self.put(((u, v, {}) for u, v in users), model_version)
 
     @property
     def backlog(self) -> int:
@@ -179,7 +190,7 @@ class UserVectorWriter:
                     self._delete(forgotten)
                     for user_id in forgotten:  # a retry of this round must not delete again
                         batch[user_id].forget = False
-                by_version: dict[str, list[tuple[str, np.ndarray, int]]] = {}
+                by_version: dict[str, list[tuple[str, np.ndarray, EventOffsets]]] = {}
                 for user_id, item in batch.items():
                     if item.vector is not None:
                         by_version.setdefault(item.version, []).append(
@@ -208,7 +219,7 @@ class UserVectorWriter:
                 if newer is None:
                     self._pending[user_id] = item
                 elif not newer.forget:  # a newer deletion drops what came before it
-                    newer.events += item.events
+                    merge_offsets(newer.events, item.events)
                     newer.forget = item.forget
             self._in_flight = 0
             self._cond.notify_all()
