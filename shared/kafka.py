@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import functools
 import hashlib
+import itertools
 import json
 import logging
 import threading
@@ -19,6 +21,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from shared.config import KafkaSettings
+from shared.recovering_producer import RecoveringProducer, current_of
 from shared.spaces import DEFAULT_SPACE, space_topic
 
 log = logging.getLogger(__name__)
@@ -170,20 +173,35 @@ class DeadLetterPublisher:
     it can be replayed once the producer is fixed. A value too large for one Kafka message is
     cut to its first :attr:`MAX_RAW_BYTES` (``raw_truncated``); its size, SHA-256 and the
     original topic/partition/offset still identify it.
+
+    Every dead letter is kept until the broker acknowledges it: after a failed delivery, or one
+    stuck in a producer that was replaced (``shared.recovering_producer``),
+    :meth:`resend_undelivered` sends it again (at least once: a late acknowledgement of the
+    first copy leaves a duplicate in the DLQ, never a gap).
     """
 
     MAX_RAW_BYTES = 256 * 1024
     MAX_KEY_BYTES = 1024
 
-    def __init__(self, producer: Producer, topic: str):
+    def __init__(self, producer: Producer | RecoveringProducer, topic: str):
         self._producer = producer
         self._topic = topic
+        self._lock = threading.Lock()
+        self._unconfirmed: dict[int, tuple[bytes, bytes, int]] = {}  # seq → key, value, gen
+        self._seq = itertools.count()
         self.failures = 0
+        self.failed_generation = -1  # the newest producer generation a delivery failed on
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
+    def _on_delivery(self, seq: int, err: KafkaError | None, _msg: Message) -> None:
+        with self._lock:
+            if err is None:
+                self._unconfirmed.pop(seq, None)
+                return
             self.failures += 1
-            log.error("dead-letter delivery failed: %s", err)
+            entry = self._unconfirmed.get(seq)
+            if entry is not None:
+                self.failed_generation = max(self.failed_generation, entry[2])
+        log.error("dead-letter delivery failed: %s", err)
 
     def publish(self, msg: Message, reason: str) -> None:
         raw = msg.value() or b""
@@ -198,14 +216,32 @@ class DeadLetterPublisher:
             "raw_truncated": len(raw) > self.MAX_RAW_BYTES,
             "raw_sha256": hashlib.sha256(raw).hexdigest(),
         }
+        self._send(key[: self.MAX_KEY_BYTES] if key else b"", json.dumps(body).encode("utf-8"))
+
+    def _send(self, key: bytes, value: bytes) -> None:
+        producer, generation = current_of(self._producer)
+        seq = next(self._seq)
+        with self._lock:
+            self._unconfirmed[seq] = (key, value, generation)
         produce_blocking(
-            self._producer,
-            self._topic,
-            key[: self.MAX_KEY_BYTES] if key else b"",
-            json.dumps(body).encode("utf-8"),
-            on_delivery=self._on_delivery,
+            producer, self._topic, key, value, on_delivery=functools.partial(self._on_delivery, seq)
         )
-        self._producer.poll(0)
+        producer.poll(0)
+
+    @property
+    def undelivered(self) -> int:
+        """Dead letters not acknowledged yet (after a flush: failed, or on a replaced producer)."""
+        with self._lock:
+            return len(self._unconfirmed)
+
+    def resend_undelivered(self) -> int:
+        """Send every unacknowledged dead letter again on the current producer."""
+        with self._lock:
+            pending, self._unconfirmed = list(self._unconfirmed.values()), {}
+            self.failures = 0
+        for key, value, _ in pending:
+            self._send(key, value)
+        return len(pending)
 
 
 def poll_batches(

@@ -19,8 +19,9 @@ import torch
 from scripts import localstack
 from shared.config import Settings
 
-# world and faiss_url: the recommender tests' known catalogue and the faiss_app serving it.
-pytest_plugins = ["tests.recommender_world"]
+# world and faiss_url: the recommender tests' known catalogue and the faiss_app serving it;
+# broker: a Tansu broker of the test's own, to stall and restart.
+pytest_plugins = ["tests.recommender_world", "tests.private_kafka"]
 
 # Two cores: torch's default intra-op pool fights the servers and the other test processes.
 torch.set_num_threads(1)

@@ -1,12 +1,17 @@
 """A Tansu broker owned by one test, to stop (SIGSTOP), resume and restart at will.
 
-The session stack's broker is shared by every test; stalling it would disturb them.
+The session stack's broker is shared by every test; stalling it would disturb them. The
+``broker`` fixture (registered in conftest) starts one per test and kills it afterwards.
 """
 
 from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 from scripts import localstack
 from tests.private_server import PrivateServer
@@ -33,3 +38,13 @@ class PrivateKafka(PrivateServer):
             time.monotonic() + 20.0,
             lambda: None,
         )
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[PrivateKafka]:
+    kafka = PrivateKafka(tmp_path / "kafka")
+    kafka.start()
+    try:
+        yield kafka
+    finally:
+        kafka.kill()

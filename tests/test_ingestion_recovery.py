@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -27,16 +26,6 @@ from tests.private_kafka import PrivateKafka
 PUBLISH_TIMEOUT_S = 1.0
 # Direct delivery again within this long of the broker's return (the target is 5 s).
 RECOVERY_S = 5.0
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[PrivateKafka]:
-    kafka = PrivateKafka(tmp_path / "kafka")
-    kafka.start()
-    try:
-        yield kafka
-    finally:
-        kafka.kill()
 
 
 @pytest.fixture

@@ -14,12 +14,12 @@ from falcon import testing
 
 from services.recommender_app.app import create_app
 from services.recommender_app.deps import Deps
-from services.recommender_app.producer import RecoveringProducer
 from services.recommender_app.spool import Spool, SpoolFull
 from services.recommender_app.spool_sender import SpoolSender
 from shared.config import Settings
 from shared.kafka import ensure_topics, make_producer, wait_for_topics
 from shared.metrics import Metrics
+from shared.recovering_producer import RecoveringProducer
 from tests.conftest import replace
 from tests.polling import wait_for
 from tests.test_ingestion_recovery import read_topic

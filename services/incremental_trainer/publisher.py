@@ -7,6 +7,7 @@ it already contains (docs/CONTRACTS.md: faiss_app loads the snapshot, then tails
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -20,18 +21,24 @@ from redis.client import Pipeline
 
 from shared.config import RedisSettings
 from shared.item_vectors import encode_values
-from shared.kafka import flush_or_raise, produce_blocking
+from shared.kafka import DeliveryError, flush_or_raise, produce_blocking
+from shared.recovering_producer import RecoveringProducer, current_of
 from shared.storage import redis_store
 
 log = logging.getLogger(__name__)
 
 
 class VectorPublisher:
-    """Produces item vectors and remembers, per partition, the next offset after delivery."""
+    """Produces item vectors and remembers, per partition, the next offset after delivery.
+
+    Items whose vector (or tombstone) was not delivered are kept (:meth:`take_failed`) for the
+    trainer to publish again on a fresh producer (``shared.recovering_producer``): after a
+    broker stall the old one stays fenced.
+    """
 
     def __init__(
         self,
-        producer: Producer,
+        producer: Producer | RecoveringProducer,
         topic: str,
         flush_timeout_s: float,
         headers: dict[str, str | bytes | None] | None = None,
@@ -43,12 +50,20 @@ class VectorPublisher:
         self._lock = threading.Lock()
         self.delivered: dict[int, int] = {}  # partition → next offset after the last delivered
         self.failures = 0
+        self.failed_generation = -1  # the newest producer generation a delivery failed on
+        self._failed_ids: set[str] = set()
+        self._failed_deletes: set[str] = set()
         self.sent = 0
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+    def _on_delivery(self, generation: int, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
-            self.failures += 1
-            log.error("item-vector delivery failed: %s", err)
+            key = (msg.key() or b"").decode("utf-8", "replace")
+            with self._lock:
+                self.failures += 1
+                self.failed_generation = max(self.failed_generation, generation)
+                (self._failed_ids if msg.value() is not None else self._failed_deletes).add(key)
+            if self.failures <= 3 or self.failures % 1000 == 0:  # a stall fails thousands
+                log.error("item-vector delivery failed (%d so far): %s", self.failures, err)
             return
         with self._lock:
             part, offset = msg.partition(), msg.offset()
@@ -67,7 +82,9 @@ class VectorPublisher:
         The values are encoded in one pass (``encode_values``); what remains per message is the
         librdkafka ``produce`` call and its delivery report.
         """
-        produce, topic, on_delivery = self._producer.produce, self._topic, self._on_delivery
+        producer, generation = current_of(self._producer)
+        produce, topic = producer.produce, self._topic
+        on_delivery = functools.partial(self._on_delivery, generation)
         values = encode_values(vectors, model_version)
         per_message: Sequence[dict[str, str | bytes | None] | None] = message_headers or (
             [self._headers] * len(values)
@@ -80,32 +97,38 @@ class VectorPublisher:
                     )
                     break
                 except BufferError:  # local queue full: serve delivery reports, then retry
-                    self._producer.poll(0.05)
-        self._producer.poll(0)
+                    producer.poll(0.05)
+        producer.poll(0)
         self.sent += len(item_ids)
         return len(item_ids)
 
     def delete(self, item_ids: Sequence[str]) -> int:
         """Queue tombstones (value None: faiss_app drops the item); returns the count."""
+        producer, generation = current_of(self._producer)
+        on_delivery = functools.partial(self._on_delivery, generation)
         for item_id in item_ids:
-            produce_blocking(
-                self._producer, self._topic, item_id.encode("utf-8"), None, self._on_delivery
-            )
-        self._producer.poll(0)
+            produce_blocking(producer, self._topic, item_id.encode("utf-8"), None, on_delivery)
+        producer.poll(0)
         return len(item_ids)
 
     def flush(self) -> dict[str, int]:
         """Wait for every queued message; returns ``{"<partition>": next_offset}``.
 
-        Raises DeliveryError if something is still undelivered after the timeout, or
-        RuntimeError if a delivery failed (the snapshot must not claim vectors it lacks).
+        Raises DeliveryError if something is still undelivered after the timeout or a delivery
+        failed (the snapshot must not claim vectors it lacks; :meth:`take_failed` says which).
         """
-        flush_or_raise(self._producer, self._flush_timeout_s)
+        flush_or_raise(current_of(self._producer)[0], self._flush_timeout_s)
         if self.failures:
-            failed, self.failures = self.failures, 0
-            raise RuntimeError(f"{failed} item-vector deliveries failed")
+            raise DeliveryError(f"{self.failures} item-vector deliveries failed")
         with self._lock:
             return {str(p): o for p, o in sorted(self.delivered.items())}
+
+    def take_failed(self) -> tuple[set[str], set[str]]:
+        """Item ids whose vector, and ids whose tombstone, failed since the last call."""
+        with self._lock:
+            ids, deletes = self._failed_ids, self._failed_deletes
+            self._failed_ids, self._failed_deletes, self.failures = set(), set(), 0
+        return ids, deletes
 
 
 class PendingItemRows:

@@ -69,6 +69,7 @@ from shared.events import InvalidEvent, parse
 from shared.forgotten_users import forgotten_user_of
 from shared.kafka import (
     DeadLetterPublisher,
+    DeliveryError,
     KafkaUnavailable,
     ensure_topics,
     make_consumer,
@@ -79,6 +80,7 @@ from shared.kafka import (
 from shared.metrics import Metrics
 from shared.model.checkpoint import save_snapshot
 from shared.ranking.stores import store_limits
+from shared.recovering_producer import RecoveringProducer
 from shared.storage import applied_offsets, mongo, redis_store
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,9 @@ USERS_BEHIND = "mongo_users_behind"
 USERS_FLUSH_TIMEOUT_S = 20.0
 SNAPSHOT_USERS_FLUSH_S = 10.0
 CATCH_UP_CHUNK = 10_000
+# How long a snapshot keeps replacing the producer and resending before it gives up (a broker
+# outage longer than this restarts the process, which resumes from the last snapshot).
+DELIVERY_RETRY_S = 120.0
 LAG_EVERY_S = 2.0
 
 
@@ -171,7 +176,8 @@ class Trainer:
         self.assigned: set[int] = set()
 
         ensure_topics(kafka)
-        self.producer = make_producer(kafka)
+        # Replaced after a failed delivery: after a broker stall the old one stays fenced.
+        self.producer = RecoveringProducer(partial(make_producer, kafka))
         self.dead_letters = DeadLetterPublisher(self.producer, kafka.dead_letter_topic)
         self.pending_items = PendingItemRows(
             settings.trainer.item_vectors_interval_ms / 1000.0,
@@ -594,6 +600,8 @@ class Trainer:
 
     def publish_items(self, everything: bool = False) -> int:
         """Produce the item vectors that are due (all pending ones if ``everything``)."""
+        if self.vectors.failures or self.dead_letters.failures:
+            self._recover_producer("a delivery failed")
         rows = self.pending_items.due(everything=everything)
         if not rows:
             return 0
@@ -620,9 +628,7 @@ class Trainer:
         # events a snapshot covers should be counted before their offsets are committed.
         if not self.users.flush(SNAPSHOT_USERS_FLUSH_S):
             log.warning("snapshot with %d user writes still owed to MongoDB", self.users.backlog)
-        delivered = self.vectors.flush()  # raises if a vector or a dead letter was not acked
-        if self.dead_letters.failures:
-            raise RuntimeError(f"{self.dead_letters.failures} dead-letter deliveries failed")
+        delivered = self._confirm_deliveries()
         vector_offsets = (
             {**self.base_vector_offsets, **delivered}
             if self.group is None
@@ -662,6 +668,44 @@ class Trainer:
         self.metrics.timing("trainer.snapshot_ms", elapsed)
         log.info("snapshot %s (%s) at %s in %.0f ms", version, reason, positions, elapsed)
         return version
+
+    def _confirm_deliveries(self) -> dict[str, int]:
+        """Wait until every item vector and dead letter so far is acknowledged; returns the
+        next ``item-vectors`` offset per partition.
+
+        A broker that stalled or restarted leaves the producer fenced or its messages timed
+        out: the producer is replaced and what it lost is sent again, for up to
+        ``DELIVERY_RETRY_S``; only then does the snapshot fail (and the process restart).
+        """
+        deadline = time.monotonic() + DELIVERY_RETRY_S
+        while True:
+            self.publish_items(everything=True)  # what a recovery queued again
+            _, generation = self.producer.current()
+            try:
+                delivered = self.vectors.flush()
+                if self.dead_letters.undelivered:
+                    raise DeliveryError(f"{self.dead_letters.undelivered} dead letters not acked")
+                return delivered
+            except DeliveryError as exc:
+                if time.monotonic() >= deadline or self.stop.is_set():
+                    raise
+                self.producer.failed(generation, str(exc))
+                self._recover_producer(str(exc))
+
+    def _recover_producer(self, reason: str) -> None:
+        """Replace a producer a delivery failed on; send again what was not delivered."""
+        failed_on = max(self.vectors.failed_generation, self.dead_letters.failed_generation)
+        if failed_on >= 0:
+            self.producer.failed(failed_on, reason)
+        item_ids, deleted_ids = self.vectors.take_failed()
+        known = self.learner.state.item_map.rows(sorted(item_ids), create=False)
+        rows = [r for r in known.tolist() if r >= 0]
+        self.pending_items.add(rows, ())
+        if deleted_ids:
+            self.vectors.delete(sorted(deleted_ids))
+        resent = self.dead_letters.resend_undelivered()
+        log.warning("after %s: %d item vectors, %d tombstones and %d dead letters sent again",
+                    reason, len(rows), len(deleted_ids), resent)
 
     def _republish_deletes(self) -> None:
         """Tombstones of deleted items, after the snapshot's offsets: a faiss_app that loads

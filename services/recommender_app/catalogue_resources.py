@@ -19,13 +19,13 @@ from redis import Redis, RedisError
 
 from services.recommender_app.deps import Deps
 from services.recommender_app.new_items import NewItems
-from services.recommender_app.producer import RecoveringProducer
 from shared.config import Settings
 from shared.deleted_items import DeletedItems
 from shared.events import InvalidEvent, validate_id, validate_metadata
 from shared.forgotten_users import Headers, forget_record
 from shared.json_limits import JSONLimitError, JSONLimits, loads_bounded
 from shared.kafka import DeliveryError
+from shared.recovering_producer import RecoveringProducer
 from shared.request_body import read_body
 from shared.storage.catalogue import delete_item, forget_user, get_item, put_item
 

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 import redis
 from pymongo.database import Database
 
-from services.recommender_app.producer import RecoveringProducer
 from shared.config import Settings
 from shared.faiss_client import FaissClient
 from shared.kafka import make_producer
 from shared.metrics import Metrics
+from shared.recovering_producer import RecoveringProducer
 from shared.storage import mongo, redis_deadline
 
 if TYPE_CHECKING:  # FAISS is imported only by workers that hold a copy of the index

@@ -19,9 +19,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from services.recommender_app.producer import RecoveringProducer
 from services.recommender_app.spool import Spool
 from shared.events import Interaction, InvalidEvent, from_dict
+from shared.recovering_producer import RecoveringProducer
 
 # Slice of one producer poll while waiting for acknowledgements; another thread's poll may
 # serve this request's callbacks, so a slice must be short.

@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from services.recommender_app.producer import RecoveringProducer
 from services.recommender_app.spool import Spool, SpooledRecord
 from shared.metrics import Metrics
+from shared.recovering_producer import RecoveringProducer
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 from confluent_kafka import KafkaError, Message
 
-from services.recommender_app.producer import RecoveringProducer
 from shared import snapshots
 from shared.cold_start_blend import BlendRule, blend
 from shared.faiss_client import FaissClient, SpaceNotReady, UnknownSpace
@@ -39,6 +38,7 @@ from shared.model.two_tower_snapshot import (
     load_two_tower,
     space_dir,
 )
+from shared.recovering_producer import RecoveringProducer
 
 log = logging.getLogger(__name__)
 

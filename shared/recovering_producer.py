@@ -1,4 +1,4 @@
-"""The recommender's Kafka producer, replaced after a failed delivery.
+"""A Kafka producer replaced after a failed delivery (the recommender's and the trainer's).
 
 Why a replacement: with ``enable.idempotence`` librdkafka answers a timed-out message by
 bumping the producer epoch, and after a broker stall (SIGSTOP/SIGCONT) the broker fenced the
@@ -8,7 +8,8 @@ producer gets a new producer id and delivers at once. So any failed delivery ret
 producer that failed (``generation`` makes concurrent reports of one failure replace it once).
 The old one is closed off the request thread, and only after ``retire_after_s``: other threads
 may still be polling it for their own (bounded) waits, and closing a producer under a thread
-that polls it raised inside librdkafka callbacks and left a lock held.
+that polls it raised inside librdkafka callbacks and left a lock held. Closing purges what it
+still holds: those messages get failed delivery reports, so their senders can send them again.
 """
 
 from __future__ import annotations
@@ -84,3 +85,16 @@ def _retire(producer: Producer, after_s: float = 0.0) -> None:
         producer.close()
     except Exception as exc:  # noqa: BLE001 - a producer being thrown away may be broken
         log.info("closing a retired producer: %s", exc)
+
+
+def current_of(producer: Producer | RecoveringProducer) -> tuple[Producer, int]:
+    """The producer to use now and its generation, for a plain producer (generation 0) too."""
+    if isinstance(producer, RecoveringProducer):
+        return producer.current()
+    return producer, 0
+
+
+def replace_failed(producer: Producer | RecoveringProducer, generation: int, reason: str) -> None:
+    """:meth:`RecoveringProducer.failed` for a recovering producer; nothing for a plain one."""
+    if isinstance(producer, RecoveringProducer):
+        producer.failed(generation, reason)
