@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from scripts import localstack
-from tests.private_server import PrivateServer
+from scripts.private_server import PrivateServer
 
 
 class PrivateRedis(PrivateServer):

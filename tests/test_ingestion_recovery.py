@@ -15,13 +15,13 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from falcon import testing
 
+from scripts.private_kafka import PrivateKafka
 from services.recommender_app.app import create_app
 from services.recommender_app.deps import Deps
 from shared.config import Settings
 from shared.kafka import ensure_topics, wait_for_topics
 from tests.conftest import replace
 from tests.polling import wait_for
-from tests.private_kafka import PrivateKafka
 
 PUBLISH_TIMEOUT_S = 1.0
 # Direct delivery again within this long of the broker's return (the target is 5 s).

@@ -15,6 +15,7 @@ import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
+from scripts.private_kafka import PrivateKafka
 from services.incremental_trainer.service import Trainer
 from shared.config import Settings
 from shared.events import Interaction
@@ -22,7 +23,6 @@ from shared.kafka import ensure_topics, flush_or_raise, make_producer, wait_for_
 from shared.metrics import Metrics
 from shared.model.checkpoint import load_snapshot
 from tests.conftest import replace
-from tests.private_kafka import PrivateKafka
 
 PILLS = [b'{"user_id": "p", "item_id": "i", "event": {}, "ts": 1}', b"\xff not utf-8"]
 

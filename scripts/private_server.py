@@ -1,6 +1,6 @@
-"""A server process owned by one test, to hang (SIGSTOP), resume and kill at will.
+"""A server process owned by one test or benchmark, to hang (SIGSTOP), resume and kill at will.
 
-The session stack's servers are shared by every test; stalling one would disturb them.
+The stack's servers are shared by everything else; stalling one would disturb them.
 """
 
 from __future__ import annotations
