@@ -87,16 +87,16 @@ def test_a_forgotten_user_is_deleted_in_order_with_the_writes_and_counted_from_z
 
     def upsert(rows, version: str) -> int:
         rows = list(rows)
-        log.append(("upsert", sorted((u, n) for u, _, n in rows)))
+        log.append(("upsert", sorted((u, sum(map(len, o.values()))) for u, _, o in rows)))
         return store(rows, version)
 
     writer = UserVectorWriter(upsert, delete=delete)
     store.gate.clear()  # a round holding the old vector of "a" is in flight
-    writer.put([("a", _vec(1), 4), ("b", _vec(1), 1)], "v1")
+    writer.put([("a", _vec(1), _events(4)), ("b", _vec(1), _events(1))], "v1")
     wait_for(lambda: writer._in_flight, timeout_s=5)
-    writer.put([("a", _vec(2), 3)], "v1")  # events before the deletion: never written
+    writer.put([("a", _vec(2), _events(3))], "v1")  # events before the deletion: never written
     writer.forget(["a"])
-    writer.put([("a", _vec(9), 1)], "v2")  # the first event after it
+    writer.put([("a", _vec(9), _events(1))], "v2")  # the first event after it
     store.gate.set()
     assert writer.flush(5)
     assert log == [("upsert", [("a", 4), ("b", 1)]), ("delete", ["a"]), ("upsert", [("a", 1)])]
@@ -109,7 +109,7 @@ def test_a_failed_deletion_is_retried_and_drops_what_came_before_it() -> None:
     deleted: list[str] = []
     writer = UserVectorWriter(store, delete=lambda ids: deleted.extend(ids) or len(ids))
     writer.forget(["a"])
-    writer.put([("a", _vec(3), 2)], "v1")
+    writer.put([("a", _vec(3), _events(2))], "v1")
     assert writer.flush(10)
     assert deleted == ["a"]  # the upsert failed after it: not deleted twice
     assert store.rounds == [{"a": (3.0, 2, "v1")}]
