@@ -14,7 +14,7 @@ from services.incremental_trainer.ranker_training import (
     LearnerSearch,
     PrefetchedNeighbours,
     RankerBudget,
-    sample,
+    sample_where,
 )
 from services.incremental_trainer.ranking_signals import TrainerRankingStage
 from shared.config import Settings
@@ -50,16 +50,25 @@ def test_budget_refills_at_its_share_of_the_wall_clock_and_adapts_to_the_cost() 
     assert RankerBudget(0.0, clock).affordable(16) == 0  # share 0: never
 
 
-def test_sample_is_uniform_without_replacement_and_keeps_stream_order() -> None:
+def test_sample_where_is_uniform_among_the_accepted_and_asks_only_what_it_needs() -> None:
     rng = np.random.default_rng(3)
-    items = list(range(100))
-    picked = sample(items, 10, rng)
+    asked: list[int] = []
+
+    def even(index: int) -> bool:
+        asked.append(index)
+        return index % 2 == 0
+
+    picked = sample_where(100, 10, even, rng)
     assert len(set(picked)) == 10 and picked == sorted(picked)
-    assert sample(items[:5], 10, rng) == items[:5]
+    assert all(i % 2 == 0 for i in picked)
+    assert len(asked) < 100  # stopped once it had ten
+    assert sample_where(6, 10, even, rng) == [0, 2, 4]  # fewer accepted than wanted
+    assert sample_where(6, 0, even, rng) == []
     counts = np.zeros(100)
     for _ in range(2000):
-        counts[sample(items, 10, rng)] += 1
-    assert counts[:50].sum() / counts.sum() > 0.45  # not the head of the batch only
+        counts[sample_where(100, 10, lambda i: i % 2 == 0, rng)] += 1
+    assert counts[50:].sum() / counts.sum() > 0.45  # not the head of the batch only
+    assert counts[1::2].sum() == 0
 
 
 class CountingStore:

@@ -12,8 +12,9 @@ Instead:
   ``RECSYS_RANKING_RANKER_TRAIN_SHARE`` of the trainer's wall time, and at most
   ``RANKER_EVENTS_PER_BATCH`` events per batch. A trainer catching up at full speed ranks a
   small sample; a trainer that keeps up easily ranks up to the cap of every batch;
-- **sampled uniformly** among the batch's eligible events (:func:`sample`): a batch arrives
-  partition by partition, so its first events are a few users', not a sample;
+- **sampled uniformly** among the batch's eligible events (:func:`sample_where`, which checks
+  eligibility only until it has enough): a batch arrives partition by partition, so its first
+  events are a few users', not a sample;
 - **batched**: the sampled events' co-engagement neighbours come from Redis in one round trip
   (:class:`PrefetchedNeighbours`) and their GMF scores from one matrix product over the
   learner's tables (:class:`LearnerSearch`), instead of a round trip and a product per event.
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
 
 import numpy as np
 
@@ -43,7 +43,6 @@ BUDGET_WINDOW_S = 1.0
 # What one ranked event is assumed to cost before the first one is measured.
 INITIAL_COST_S = 0.001
 Hit = tuple[str, float]
-T = TypeVar("T")
 
 
 class RankerBudget:
@@ -147,9 +146,16 @@ class LearnerSearch:
         return [(item_id, float(scores[row])) for item_id, row in learner.item_ids_of_rows(rows)]
 
 
-def sample(items: Sequence[T], n: int, rng: np.random.Generator) -> list[T]:
-    """``n`` of ``items`` drawn uniformly without replacement, in their original order."""
-    if len(items) <= n:
-        return list(items)
-    picked = np.sort(rng.choice(len(items), n, replace=False))
-    return [items[i] for i in picked.tolist()]
+def sample_where(n: int, wanted: int, accept: Callable[[int], bool],
+                 rng: np.random.Generator) -> list[int]:
+    """Up to ``wanted`` of ``range(n)`` drawn uniformly without replacement among those
+    ``accept`` takes, in increasing order; ``accept`` is asked only until enough are found."""
+    picked: list[int] = []
+    if wanted <= 0:
+        return picked
+    for index in rng.permutation(n).tolist():
+        if accept(index):
+            picked.append(index)
+            if len(picked) == wanted:
+                break
+    return sorted(picked)

@@ -27,7 +27,7 @@ from services.incremental_trainer.ranker_training import (
     LearnerSearch,
     PrefetchedNeighbours,
     RankerBudget,
-    sample,
+    sample_where,
 )
 from shared.atomic import write_text_atomic
 from shared.config import RankingSettings
@@ -59,7 +59,7 @@ RANKER_EVENTS_PER_BATCH = 16
 def new_items(learner: Learner, events: Sequence[Interaction]) -> set[str]:
     """Items of ``events`` the model has never seen (call before it learns them)."""
     item_map = learner.state.item_map
-    return {e.item_id for e in events if item_map.row(e.item_id, create=False) is None}
+    return {i for i in {e.item_id for e in events} if i not in item_map}
 
 
 def learner_sources(
@@ -153,8 +153,7 @@ class OnlineRankerTraining:
             return 0
         started = time.perf_counter()
         picked = [
-            (event, self._user(event, user_row))
-            for event, user_row in sample(self._eligible(events), wanted, self._rng)
+            (events[i], self._user(events[i])) for i in self._pick(events, wanted)
         ]
         steps = 0
         try:
@@ -174,22 +173,29 @@ class OnlineRankerTraining:
         self.steps += steps
         return steps
 
-    def _eligible(self, events: Sequence[Interaction]) -> list[tuple[Interaction, int]]:
-        """Events whose user and item the model knows and whose item is new to the user, with
-        the user's row."""
+    def _pick(self, events: Sequence[Interaction], wanted: int) -> list[int]:
+        """Indices of up to ``wanted`` events drawn uniformly among the eligible ones: user and
+        item known to the model, item new to the user."""
         state, seen = self._learner.state, self._learner.seen
-        user_rows = state.user_map.rows([e.user_id for e in events], create=False).tolist()
-        item_rows = state.item_map.rows([e.item_id for e in events], create=False).tolist()
-        return [
-            (event, user_row)
-            for event, user_row, item_row in zip(events, user_rows, item_rows, strict=True)
-            if user_row >= 0 and item_row >= 0 and item_row not in seen.get(user_row, ())
-        ]
+        user_map, item_map = state.user_map, state.item_map
 
-    def _user(self, event: Interaction, user_row: int) -> UserContext:
+        def eligible(index: int) -> bool:
+            event = events[index]
+            user_row = user_map.row(event.user_id, create=False)
+            item_row = item_map.row(event.item_id, create=False)
+            return (
+                user_row is not None
+                and item_row is not None
+                and item_row not in seen.get(user_row, ())
+            )
+
+        return sample_where(len(events), wanted, eligible, self._rng)
+
+    def _user(self, event: Interaction) -> UserContext:
         """The user as the ranking stage sees them, from the trainer's in-memory seen items
         and recent items."""
-        seen_rows = sorted(self._learner.seen.get(user_row, ()))
+        user_row = self._learner.state.user_map.row(event.user_id, create=False)
+        seen_rows = sorted(self._learner.seen.get(user_row, ())) if user_row is not None else []
         seen_ids = frozenset(i for i, _ in self._learner.item_ids_of_rows(seen_rows))
         return UserContext(event.user_id, self._recent.of(event.user_id), seen_ids)
 
