@@ -1,4 +1,4 @@
-"""Each batch's Redis pipeline executed by a thread of its own, one batch behind at most.
+"""Each batch's Redis pipeline executed by a thread of its own, a few batches behind at most.
 
 A batch's Redis writes (seen lists, query vectors, popularity, the ranking stage's signals)
 are one pipeline; the server's work on it (a few thousand sorted-set and list updates inside

@@ -4,11 +4,11 @@ Durability protocol (at-least-once, "commit at snapshot time"):
 
 1. Each micro-batch is validated (malformed → ``interactions.dlq``), evaluated then learned
    (:class:`Learner`), and its effects are published: seen lists, query vectors, popularity
-   and the ranking stage's signals to Redis in one transaction (executed by its own thread,
-   one batch behind at most: :mod:`redis_writer`); changed users' query vectors to MongoDB
-   through the coalescing write-behind (:mod:`user_writer`, off the consume path); changed
-   item vectors to ``item-vectors``, coalesced and produced when due (engaged items within
-   ``item_vectors_interval_ms``).
+   and the ranking stage's signals to Redis in one transaction (executed in order by its own
+   thread, two batches queued at most: :mod:`redis_writer`); changed users' query vectors to
+   MongoDB through the coalescing write-behind (:mod:`user_writer`, off the consume path);
+   changed item vectors to ``item-vectors``, coalesced and produced when due (engaged items
+   within ``item_vectors_interval_ms``).
    Nothing is committed to Kafka yet: the only durable copy of the model is the last snapshot.
 2. Every ``snapshot_interval_s`` (and on SIGTERM/SIGINT, on partition revocation and at the
    end), the Redis writes are flushed (a failed one stops the trainer, as it always did), the
