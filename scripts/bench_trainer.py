@@ -313,8 +313,8 @@ def py_spy(pid: int, seconds: float, out: Path) -> dict[str, Any]:
 
 _STAGE_MARKERS = (  # first match wins; frames read "function (file:line)"
     ("user_writer.py", "mongo write-behind (own thread)"),
-    ("before_learning", "ranking: ranker training"),
-    ("queue_signals", "ranking: signals (co-engagement, trending)"),
+    ("before_learning", "rank_train: the online ranker's sampled training"),
+    ("queue_signals", "ranking_signals: co-engagement, trending, new items"),
     ("redis_writer.py", "redis: pipeline thread (packing, replies)"),
     ("_test_batch", "evaluate"),
     ("update_batch", "learn: ISGD arithmetic"),
@@ -512,8 +512,14 @@ def report(args: argparse.Namespace, f: dict[str, Any]) -> str:
         "",
         "## Where one trainer's time goes",
         "",
-        "Seconds per stage over the drain, from the trainer's status (MongoDB is the write-behind "
-        "thread's busy time, overlapping the others):",
+        "Seconds per stage over the drain, from the trainer's status (wall time of the consume "
+        "loop: under load it includes waiting for a core). `consume`: Kafka; `evaluate`, "
+        "`learn`: the learner; `rank_train`: the online ranker's time-bounded sample; "
+        "`ranking_signals`: co-engagement, trending and new items queued on the batch's "
+        "pipeline; `redis`: queueing the batch's Redis writes (and waiting when the writer "
+        "thread is two batches behind); `item_vectors`: Kafka item-vectors out. Threads beside "
+        "the loop, overlapping it: `redis_writer` (executing the pipelines), `mongo` (the "
+        "write-behind). The rest of the drain is parsing and batch bookkeeping.",
         "",
         "| stage | seconds | share of the drain |",
         "|---|---|---|",

@@ -67,7 +67,8 @@ _SPECS = [
     MetricSpec(
         "trainer.stage_ms.{stage}",
         "timer",
-        "one batch's time in a stage (evaluate, learn, redis, item_vectors, ranking)",
+        "one batch's time in a stage (evaluate, learn, redis, item_vectors, rank_train, "
+        "ranking_signals)",
     ),
     MetricSpec(
         "trainer.users_backlog.{instance}", "gauge", "user vectors not yet written to MongoDB"

@@ -90,7 +90,9 @@ INTERACTIONS = "interactions"
 ITEM_VECTORS = "item-vectors"
 STATUS_EVERY_S = 1.0
 # Where a batch's time goes (Trainer.stage_s); MongoDB is the write-behind thread's busy time.
-STAGES = ("consume", "evaluate", "learn", "redis", "item_vectors", "ranking")
+STAGES = (
+    "consume", "evaluate", "learn", "redis", "item_vectors", "rank_train", "ranking_signals"
+)
 # Manifest metric: MongoDB users owed writes when the snapshot was taken (restart catches up).
 USERS_BEHIND = "mongo_users_behind"
 USERS_FLUSH_TIMEOUT_S = 20.0
@@ -475,7 +477,7 @@ class Trainer:
         stage_s["redis"] += ranking_started - seen_started
         fresh = self.ranking.before_learning(events) if self.ranking else set()
         learn_started = time.perf_counter()
-        stage_s["ranking"] += learn_started - ranking_started
+        stage_s["rank_train"] += learn_started - ranking_started
         result = self.learner.learn(events)
         publish_started = time.perf_counter()
         stage_s["evaluate"] += result.evaluate_s
@@ -485,7 +487,7 @@ class Trainer:
         if self.ranking:
             ranker_started = time.perf_counter()
             self.ranking.after_publishing()
-            stage_s["ranking"] += time.perf_counter() - ranker_started
+            stage_s["rank_train"] += time.perf_counter() - ranker_started
         done_ms = self.clock() * 1000.0
         self.positions.update(new_positions)
 
@@ -593,7 +595,7 @@ class Trainer:
                 signals_started = time.perf_counter()
                 self.ranking.queue_signals(pipe, counted.events, fresh or set())
                 signals_s = time.perf_counter() - signals_started
-                self.stage_s["ranking"] += signals_s
+                self.stage_s["ranking_signals"] += signals_s
             applied_offsets.queue_mark(pipe, self.topic, counted.next_offsets)
             self.redis_writes.submit(pipe)
             self.stage_s["redis"] += time.perf_counter() - started - signals_s
