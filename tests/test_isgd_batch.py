@@ -104,3 +104,25 @@ def test_model_scores_are_the_per_user_serving_scores() -> None:
 def test_rank_hits_puts_the_lower_row_first_among_equal_scores() -> None:
     scores = np.array([1.0, 2.0, 2.0, 2.0, 0.0])
     assert rank_hits(scores, np.array([1, 3, 3]), 2, [[], [], [2]]).tolist() == [True, False, True]
+
+
+def _top_rows(scores: np.ndarray, k: int, exclude: list[int]) -> list[int]:
+    """The k best rows, higher score first and the lower row first among equal scores."""
+    order = np.lexsort((np.arange(scores.shape[0]), -scores)).tolist()
+    return [r for r in order if r not in set(exclude)][:k]
+
+
+def test_rank_hits_on_a_shared_row_with_many_ties_agrees_with_a_full_sort() -> None:
+    rng = np.random.default_rng(5)
+    for n, zeros in ((2000, 0.7), (2000, 0.0), (300, 0.99)):
+        scores = np.round(rng.random(n) * 20)  # few distinct values: many ties
+        scores[rng.random(n) < zeros] = 0.0  # rows never engaged, as in popularity
+        targets = np.concatenate([np.argsort(-scores, kind="stable")[:30], rng.integers(0, n, 30)])
+        exclude = [
+            [int(r) for r in rng.choice(n, rng.integers(0, 12), replace=False) if r != t]
+            for t in targets
+        ]
+        hits = rank_hits(scores, targets, 10, exclude)
+        expected = [t in _top_rows(scores, 10, e) for t, e in zip(targets, exclude, strict=True)]
+        assert hits.tolist() == expected
+        assert 0 < hits.sum() < len(targets)

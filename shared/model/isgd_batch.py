@@ -25,6 +25,7 @@ order, go lower row first).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
 import torch
@@ -136,6 +137,30 @@ def model_scores(tables: Tables, user_rows: np.ndarray, n_items: int) -> np.ndar
     return (tables.item_embedding[:n_items] @ queries.T).T + tables.item_bias[:n_items]
 
 
+def _shared_row_ranks(scores: np.ndarray, targets: np.ndarray, top: int) -> np.ndarray:
+    """Rank of each target in one shared score row, exact when below ``top`` (any value
+    ``>= top`` otherwise: such a target cannot reach the top ``k`` whatever is excluded).
+
+    Only the rows scoring at least the ``top``-th best can rank before a target that is
+    itself among them, so a partition (linear) replaces sorting the whole catalogue per call.
+    """
+    n = scores.shape[0]
+    own = scores[targets]
+    if top < n:
+        kth = np.partition(scores, n - top)[n - top]
+        contenders = np.flatnonzero(scores >= kth)
+        if contenders.size <= 4 * top:  # ties at the threshold can make it large: sort then
+            theirs = scores[contenders]
+            rank = np.count_nonzero(theirs[None, :] > own[:, None], axis=1) + np.count_nonzero(
+                (theirs[None, :] == own[:, None]) & (contenders[None, :] < targets[:, None]),
+                axis=1,
+            )
+            return np.where(own >= kth, rank, n)
+    position = np.empty(n, dtype=np.int64)
+    position[np.argsort(-scores, kind="stable")] = np.arange(n)
+    return position[targets]
+
+
 def rank_hits(
     scores: np.ndarray, targets: np.ndarray, k: int, exclude: Sequence[Sequence[int]]
 ) -> np.ndarray:
@@ -163,19 +188,14 @@ def rank_hits(
         return np.zeros(0, dtype=bool)
     n = scores.shape[-1]
     test_of = np.repeat(np.arange(m), [len(e) for e in exclude])
-    excluded = (
-        np.concatenate([np.asarray(e, dtype=np.int64) for e in exclude if len(e)])
-        if test_of.size
-        else np.zeros(0, dtype=np.int64)
-    )
+    excluded = np.fromiter(chain.from_iterable(exclude), dtype=np.int64, count=test_of.size)
     keep = excluded < n
     test_of, excluded = test_of[keep], excluded[keep]
     # Rank among all rows, then take away the excluded rows ranked before the target.
     if scores.ndim == 1:
-        position = np.empty(n, dtype=np.int64)
-        position[np.argsort(-scores, kind="stable")] = np.arange(n)
-        rank = position[targets]
-        excluded_before = position[excluded] < rank[test_of]
+        rank = _shared_row_ranks(scores, targets, k + max(len(e) for e in exclude))
+        theirs, mine = scores[excluded], scores[targets][test_of]
+        excluded_before = (theirs > mine) | ((theirs == mine) & (excluded < targets[test_of]))
     else:
         own = scores[np.arange(m), targets]
         lower_row = np.arange(n)[None, :] < targets[:, None]
