@@ -449,6 +449,12 @@ def _stage_shares(status: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in stages.items()}
 
 
+def _per_cpu_s(run: dict[str, Any], names: tuple[str, ...]) -> str:
+    """Events per CPU-second of the named processes (what the code needs, whatever else ran)."""
+    cpu = sum(float(run.get("cpu_s", {}).get(n, 0.0)) for n in names)
+    return f"{run['events'] / cpu:.0f} ev/s ({cpu:.1f} CPU-s)" if cpu else "n/a"
+
+
 def report(args: argparse.Namespace, f: dict[str, Any]) -> str:
     one, alone = f["one"], f["learner"]
     vec, seq = alone["vectorized"], alone["sequential"]
@@ -473,6 +479,8 @@ def report(args: argparse.Namespace, f: dict[str, Any]) -> str:
         f"| one trainer end to end from Kafka, all stores on | {one['events_per_s']:.0f} ev/s "
         f"({one['events']} events in {one['seconds']:.1f} s) | ≥ {TARGET_TRAINER} | "
         f"{one['load_avg']:.1f} |",
+        f"| one trainer end to end, per CPU-second of the trainer process (all its threads) | "
+        f"{_per_cpu_s(one, ('trainer',))} | | |",
         f"| lag at the end / MongoDB users owed at the end | {one['lag_end']} / "
         f"{one['users_backlog_end']} (drained {one['users_drain_s']:.1f} s later) | 0 | |",
     ]
@@ -481,6 +489,10 @@ def report(args: argparse.Namespace, f: dict[str, Any]) -> str:
         lines.append(
             f"| two trainers in one group, total | {two['events_per_s']:.0f} ev/s "
             f"({two['seconds']:.1f} s) | reported | {two['load_avg']:.1f} |"
+        )
+        lines.append(
+            f"| two trainers, per CPU-second of the two trainer processes | "
+            f"{_per_cpu_s(two, ('trainer a', 'trainer b'))} | | |"
         )
         lines.append(
             f"| prequential recall@10: one trainer / two trainers | {one['recall']:.4f} / "
