@@ -55,6 +55,7 @@ from shared.config import Settings
 from shared.data.split import chronological_split
 from shared.data.synthetic import SyntheticConfig, generate
 from shared.events import Interaction
+from shared.gc_tuning import freeze_startup_heap
 from shared.kafka import (
     ensure_topics,
     flush_or_raise,
@@ -636,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
                 [settings.kafka.interactions_topic, settings.kafka.item_vectors_topic],
             )
             prefix, events = prepare(args, settings)
+            freeze_startup_heap()  # as the trainer does once its model is loaded
             figures["prefix_events"] = len(prefix)
             figures["stream_events"] = len(events)
             figures["learner"] = learner_alone(args, settings, prefix, events)

@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Imported after the settings are known good: torch alone takes seconds to import.
     from services.incremental_trainer.service import Trainer
+    from shared.gc_tuning import freeze_startup_heap
     from shared.kafka import KafkaUnavailable
     from shared.logs import setup_logging
     from shared.threads import one_math_thread
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("signal %s: finishing the batch, snapshotting and committing", signum)
         trainer.stop.set()
 
+    freeze_startup_heap()  # the loaded model is long-lived: keep it out of the collector
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
