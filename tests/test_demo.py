@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from scripts import demo
 from scripts.demo import choose_api_port
+from scripts.processes import ProcessGroup
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,6 +63,26 @@ def test_api_port_is_the_usual_one_unless_taken() -> None:
         assert port != busy and note == f"port {busy} is taken, so the API is on port {port} instead"
     assert choose_api_port(None, busy) == (busy, None)  # free again
     assert choose_api_port(1234, busy) == (1234, None)  # asked for
+
+
+def test_api_retries_on_a_free_port_when_gunicorn_cannot_bind_the_usual_one(
+    stack_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Another program takes the port after the check (the check is made to miss it): the
+    demo's judge is gunicorn's own bind, and it moves to a free port and says so."""
+    monkeypatch.setattr(demo, "port_is_free", lambda _port: True)
+    with socket.socket() as taken, ProcessGroup(stack_env, tmp_path) as group:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        child, port = demo.start_api(group, None, busy)
+        assert port != busy and child.running() and group.children == [child]
+        assert f"port {busy} is taken, so the API is on port {port} instead" in \
+            capsys.readouterr().out
+        log = (tmp_path / "recommender_app.log").read_text(errors="replace")
+        assert f"Listening at: http://127.0.0.1:{port}" in log
+        assert f"Listening at: http://127.0.0.1:{busy}" not in log
 
 
 @pytest.mark.timeout(420)
