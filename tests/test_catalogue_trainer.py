@@ -74,12 +74,20 @@ def test_deleted_item_stays_out_through_events_and_restarts(
         victim = personal["items"][0]["item_id"]
         assert _in_faiss(faiss_url, victim)
 
+        # an item the model never learned: no vector to take back at each snapshot
+        assert client.simulate_delete("/items/never-seen", headers=AUTH).status_code == 200
         assert client.simulate_delete(f"/items/{victim}", headers=AUTH).status_code == 200
         wait_for(lambda: not _in_faiss(faiss_url, victim), timeout_s=10, what="faiss delete")
         # more events for the deleted item: not learned, no vector, no popularity
+        snapshots, resent = trainer.counters["snapshots"], trainer.counters["tombstones_resent"]
         produce(s.kafka, [Interaction(f"u{n % 30}", victim, "purchase", now + 1000 + n)
                           for n in range(20)])
         wait_for(lambda: trainer.counters["deleted_items"] == 20, timeout_s=20)
+        wait_for(lambda: trainer.counters["snapshots"] > snapshots and not trainer.dirty,
+                 timeout_s=10)
+        # each snapshot since re-sent the victim's tombstone, not never-seen's
+        wait_for(lambda: trainer.counters["tombstones_resent"] - resent
+                 == trainer.counters["snapshots"] - snapshots, timeout_s=5)
         assert deps.redis.zscore(redis_store.POPULAR_KEY, victim) is None
         deps.close()
 

@@ -245,6 +245,7 @@ class Trainer:
             "batches": 0,
             "skipped": 0,
             "deleted_items": 0,
+            "tombstones_resent": 0,
             "snapshots": 0,
             "growths": {USERS: 0, ITEMS: 0},
         }
@@ -711,11 +712,14 @@ class Trainer:
 
     def _republish_deletes(self) -> None:
         """Tombstones of deleted items, after the snapshot's offsets: a faiss_app that loads
-        this snapshot (which may still hold their vectors) replays the deletes after it."""
-        deleted = sorted(self.deleted.current())
+        this snapshot (which may still hold their vectors) replays the deletes after it. Only
+        items the snapshot holds: one deleted before the model ever learned it has no vector
+        to take back."""
+        item_map = self.learner.state.item_map
+        deleted = sorted(i for i in self.deleted.current() if i in item_map)
         if not deleted:
             return
-        self.vectors.delete(deleted)
+        self.counters["tombstones_resent"] += self.vectors.delete(deleted)
         try:
             self.vectors.flush()
         except Exception as exc:  # noqa: BLE001 - a resend; the next snapshot tries again
