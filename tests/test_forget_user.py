@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from confluent_kafka import TopicPartition
 
+from services.incremental_trainer import partition_state
 from services.incremental_trainer.service import Trainer
 from shared import snapshots
 from shared.config import Settings
@@ -160,3 +162,46 @@ def test_deleted_user_starts_again_and_a_replay_does_not_bring_them_back(
             deps.close()
         if faiss is not None:
             faiss.stop()
+
+
+def test_a_partition_handed_over_from_before_the_deletion_does_not_bring_the_row_back(
+    forget_settings: Settings,
+) -> None:
+    """Several trainers (RECSYS_TRAINER_SHARE_ITEMS): the member that is assigned the user's
+    partition loads its previous owner's file, written before the deletion; the old row it
+    copies is reset at once, not only when the member reaches the forget record."""
+    s = replace(forget_settings, "trainer", share_items=True)
+    models_dir = Path(s.model.models_dir)
+    ensure_topics(s.kafka)
+    wait_for_topics(s.kafka, [s.kafka.interactions_topic, s.kafka.item_vectors_topic])
+    owner, thread = _start(s)
+    deps = None
+    try:
+        produce(s.kafka, BEFORE)
+        wait_for(lambda: _learned(owner, 40), timeout_s=30)
+        partition = owner.group.user_partition[VICTIM]
+        _stop(owner, thread)
+        handed = partition_state.load(models_dir, partition)
+        assert handed is not None and VICTIM in handed.user_ids
+        old = handed.user_embedding[handed.user_ids.index(VICTIM)]
+
+        client, deps = client_for(api_settings(s, "http://127.0.0.1:9"))
+        assert client.simulate_delete(f"/users/{VICTIM}", headers=AUTH).status_code == 200
+        # a member that never held the user (no snapshot of its own) is assigned the partition
+        (models_dir / snapshots.LATEST).unlink()
+        member = Trainer(s, metrics=Metrics(s.statsd))
+        try:
+            member._on_assign(member.consumer, [TopicPartition(s.kafka.interactions_topic,
+                                                               partition)])
+            assert member.positions[partition] == handed.next_offset
+            assert np.all(_row(member) != old)
+        finally:
+            member.consumer.close()
+            member.users.close(timeout_s=5)
+            if member.group is not None:
+                member.group.close()
+    finally:
+        if thread.is_alive():
+            _stop(owner, thread)
+        if deps is not None:
+            deps.close()
