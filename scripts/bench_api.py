@@ -49,7 +49,8 @@ import urllib3
 from scripts import localstack
 from scripts.processes import ManagedProcess, start_gunicorn
 from shared.atomic import write_text_atomic
-from shared.kafka import ensure_topics
+from shared.item_vectors import encode_value
+from shared.kafka import ensure_topics, flush_or_raise, make_producer
 from shared.metrics import Metrics
 from shared.snapshots import (
     ITEM_IDS,
@@ -418,6 +419,48 @@ def wait_for_local_search(
     raise RuntimeError(f"the recommender still calls faiss_app after {timeout_s:.0f}s")
 
 
+def vector_to_answer_ms(
+    settings: Any,
+    api_url: str,
+    users: Sequence[str],
+    queries: np.ndarray,
+    probes: int,
+    k: int,
+    timeout_s: float = 10.0,
+) -> dict[str, float]:
+    """Freshness of the serving side: a new item's vector published on item-vectors (as the
+    trainer publishes it), then the user it suits best is asked every 10 ms until the item is
+    in the answer. p50 / p95 / max over ``probes`` new items, milliseconds."""
+    producer = make_producer(settings.kafka)
+    pool = urllib3.connectionpool.connection_from_url(api_url, maxsize=1, retries=False)
+    waits: list[float] = []
+    try:
+        for probe in range(probes):
+            user = users[probe % len(users)]
+            item_id = f"fresh-{os.getpid()}-{probe}"
+            vector = (100.0 * queries[probe % len(users)]).astype(np.float32)  # its top item
+            producer.produce(
+                settings.kafka.item_vectors_topic,
+                key=item_id.encode(),
+                value=encode_value(vector, "bench-freshness"),
+            )
+            flush_or_raise(producer, 10.0)
+            began = time.perf_counter()
+            while time.perf_counter() - began < timeout_s:
+                body = pool.urlopen("GET", f"/recommend?k={k}&user_id={user}", timeout=5.0).data
+                if item_id.encode() in body:
+                    break
+                time.sleep(0.01)
+            waits.append((time.perf_counter() - began) * 1000.0)
+    finally:
+        pool.close()
+    return {
+        "item_vector_to_answer_p50": round(float(np.percentile(waits, 50)), 1),
+        "item_vector_to_answer_p95": round(float(np.percentile(waits, 95)), 1),
+        "item_vector_to_answer_max": round(float(np.max(waits)), 1),
+    }
+
+
 def faiss_search_ms(faiss_url: str, query: np.ndarray, seen: list[str], k: int, n: int) -> dict:
     """faiss_app alone: the HTTP round trip, and the search inside it (``Server-Timing``)."""
     pool = urllib3.connectionpool.connection_from_url(faiss_url, maxsize=1, retries=False)
@@ -677,6 +720,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--local-search", choices=["on", "off"], default="on",
         help="RECSYS_RECOMMENDER_LOCAL_SEARCH: each recommender worker searches its own copy "
              "of the index (default: %(default)s)")  # fmt: skip
+    add("--freshness", type=int, default=20,
+        help="new item vectors published after the load, each timed until served (parts "
+             "item_vector_to_answer_*; 0 = none; default: %(default)s)")  # fmt: skip
     add("--hold", action="store_true",
         help="keep the services running after the load until Ctrl-C (to attach py-spy)")  # fmt: skip
     add("--stack-dir", type=Path, default=None,
@@ -762,7 +808,7 @@ def bench(
             "RECSYS_RECOMMENDER_SPOOL_DIR": str(work / "spool"),
             "RECSYS_MONGO_DATABASE": "bench",
             "RECSYS_STATSD_ENABLED": "false",
-            "RECSYS_FAISS_FOLLOW_UPDATES": "false",
+            "RECSYS_FAISS_FOLLOW_UPDATES": "true",  # --freshness times updates reaching answers
             "RECSYS_LOG_LEVEL": "WARNING",
             **faiss_env(args.faiss_index, args.items),
         }
@@ -876,6 +922,12 @@ def bench(
         for conns in args.connections:
             results[path][f"c{conns}"] = loader.run(api_url, samples[path], conns, path_cpu)
             print(f"{path} c{conns}: {results[path][f'c{conns}']}", flush=True)
+    if args.freshness:
+        # After the load: the probes' items must not change what the load measured.
+        parts.update(
+            vector_to_answer_ms(settings, api_url, users, queries, args.freshness, args.k)
+        )
+        print(f"item vector to answer: {parts}", flush=True)
     if args.hold:
         print(f"holding: recommender {api_url}, faiss_app {env['RECSYS_FAISS_URL']}; Ctrl-C ends")
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill <pid> ends it cleanly
