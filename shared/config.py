@@ -426,6 +426,12 @@ class RecommenderSettings:
     # turns the spool off (POST /events then answers 503 while Kafka is away).
     spool_dir: str = setting("RECOMMENDER_SPOOL_DIR", "spool", _parse_non_empty)
     spool_max_bytes: int = setting("RECOMMENDER_SPOOL_MAX_BYTES", 256 << 20, _parse_non_negative_int)
+    # With the spool on, a POST /events waits this long for Kafka (at most the publish timeout),
+    # then spools what is unacknowledged (services/recommender_app/handover.py): a stalled
+    # broker holds request threads this long, not the publish timeout.
+    events_direct_wait_s: float = setting(
+        "RECOMMENDER_EVENTS_DIRECT_WAIT_S", 0.25, _parse_positive_float
+    )
     # faiss_app space answering /recommend?item_id= first; "gmf" (cosine) is always the fallback.
     similar_space: str = setting("RECOMMENDER_SIMILAR_SPACE", "triplet", _parse_space_name)
     # The top of Redis ``popular`` kept in process this long for the fill step (0 = off);

@@ -161,3 +161,34 @@ def test_broker_restart_loses_nothing_spooled(api_settings: Settings, broker: Pr
     # the first direct delivery was spooled or delivered after the restart.
     after = poster.sent[poster.spooled.index(0) + 1 :]
     assert_all_delivered_in_order(after, read_topic(api_settings, len(after)))
+
+
+def test_an_event_acknowledged_after_its_post_stopped_waiting_is_delivered_once(
+    api_settings: Settings, broker: PrivateKafka
+) -> None:
+    """The post spools its event after the direct wait; the original still reaches Kafka
+    once the broker resumes within the publish timeout, so the spooled copy is skipped."""
+    configured = replace(api_settings, "recommender", publish_timeout_s=4.0,
+                         events_direct_wait_s=0.25)
+    deps = Deps.from_settings(configured)
+    poster = Poster(testing.TestClient(create_app(configured, deps)), users=1)
+    try:
+        wait_for(lambda: poster.post() == 202 and poster.spooled[-1] == 0, timeout_s=15,
+                 what="direct delivery")
+        broker.pause()
+        started = time.monotonic()
+        assert poster.post() == 202 and poster.spooled[-1] == 1
+        assert time.monotonic() - started < 1.0  # the direct wait, not the publish timeout
+        started = time.monotonic()
+        assert poster.post() == 202 and poster.spooled[-1] == 1  # spool pending: no wait
+        assert time.monotonic() - started < 0.2
+        time.sleep(1.0)
+        broker.resume()
+        wait_for(lambda: deps.metrics.sent.get("api.spool.depth") == 0, timeout_s=15)
+        assert deps.producer.replacements == 0  # a late acknowledgement is not a failure
+    finally:
+        broker.resume()
+        deps.close()
+    got = read_topic(configured, len(poster.sent))
+    assert_all_delivered_in_order(poster.sent, got)
+    assert len(got) == len(set(got)), "a spooled copy was delivered beside its original"

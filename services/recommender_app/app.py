@@ -17,6 +17,7 @@ from services.recommender_app.access import ApiKeys
 from services.recommender_app.catalogue_resources import CATALOGUE_ROUTES, CatalogueApi
 from services.recommender_app.deps import Deps
 from services.recommender_app.errors import add_error_handlers
+from services.recommender_app.handover import HandOver
 from services.recommender_app.health import Readiness
 from services.recommender_app.middleware import BodyLimit, RequestMetrics
 from services.recommender_app.publisher import EventPublisher
@@ -99,11 +100,12 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
     rec = settings.recommender
     guard = make_guard(settings, deps)
     spool = open_spool(rec)
-    sender = None
+    sender = handover = None
     if spool is not None:
+        handover = HandOver(spool, rec.publish_timeout_s)
         sender = SpoolSender(
             spool, deps.producer, settings.kafka.interactions_topic, rec.publish_timeout_s,
-            deps.metrics,
+            deps.metrics, handover=handover,
         )  # fmt: skip
         sender.start()  # gunicorn imports the app in each worker (no preload): post-fork
         deps.closers.extend([spool.close, sender.stop])
@@ -114,6 +116,8 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
         deps.clock,
         spool=spool,
         on_spooled=sender.wake if sender is not None else None,
+        handover=handover,
+        direct_wait_s=rec.events_direct_wait_s,
     )
     middleware: list[Any] = [
         RequestIdMiddleware(),

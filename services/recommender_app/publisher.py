@@ -4,9 +4,10 @@ Validation is :func:`shared.events.from_dict`, the function the trainer applies 
 message, so an event accepted here is one the trainer learns from. Valid events are produced
 to the interactions topic keyed by user id (per-user order) with the idempotent producer, and
 the answer waits for the broker's acknowledgement of each one. What Kafka does not acknowledge
-within the publish timeout goes to the durable local spool (spool.py), which a background
-thread delivers later: a 202 means the events are in Kafka or fsync'd in the spool
-(``"spooled": n``). Without a spool, or with a full one, the answer is a 503.
+in time goes to the durable local spool (spool.py), which a background thread delivers later:
+a 202 means the events are in Kafka or fsync'd in the spool (``"spooled": n``). With the spool
+on, "in time" is the short direct wait (handover.py), otherwise the publish timeout; without a
+spool, or with a full one, the answer is a 503.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from services.recommender_app.handover import HandOver
 from services.recommender_app.spool import Spool
 from shared.events import Interaction, InvalidEvent, from_dict
 from shared.recovering_producer import RecoveringProducer
@@ -106,6 +108,8 @@ class EventPublisher:
         clock: Callable[[], float] = time.monotonic,
         spool: Spool | None = None,
         on_spooled: Callable[[], None] | None = None,
+        handover: HandOver | None = None,
+        direct_wait_s: float | None = None,
     ):
         self._producers = producers
         self._topic = topic
@@ -113,6 +117,14 @@ class EventPublisher:
         self._clock = clock
         self._spool = spool
         self._on_spooled = on_spooled
+        # With a hand-over, a request waits only direct_wait_s; its unacknowledged events are
+        # spooled while their messages are still in flight (handover.py).
+        self._handover = handover if spool is not None else None
+        self._wait_s = (
+            min(timeout_s, direct_wait_s)
+            if self._handover is not None and direct_wait_s is not None
+            else timeout_s
+        )
 
     def publish(self, events: list[Interaction]) -> int:
         """Deliver ``events``; returns how many went to the spool instead of Kafka.
@@ -127,6 +139,8 @@ class EventPublisher:
         try:
             self._deliver(events)
             return 0
+        except _StillInFlight as waiting:
+            return self._hand_over(events, waiting)
         except _Unconfirmed as exc:
             if spool is None:
                 raise PublishFailed(str(exc)) from None
@@ -134,14 +148,29 @@ class EventPublisher:
 
     def _to_spool(self, spool: Spool, events: list[Interaction]) -> int:
         spooled = spool.append([event.to_bytes() for event in events])
+        self._spooled()
+        return spooled
+
+    def _spooled(self) -> None:
         if self._on_spooled is not None:
             self._on_spooled()
+
+    def _hand_over(self, events: list[Interaction], waiting: _StillInFlight) -> int:
+        assert self._handover is not None  # only raised with one
+        acks = waiting.acks
+        indexes = [index for index, ok in enumerate(acks.acked) if not ok]
+        spooled = self._handover.spool(
+            waiting.producer, waiting.generation, acks, indexes,
+            [events[index].to_bytes() for index in indexes], self._clock() - waiting.produced_at,
+        )  # fmt: skip
+        self._spooled()
         return spooled
 
     def _deliver(self, events: list[Interaction]) -> None:
         producer, generation = self._producers.current()
         acks = _Acks(len(events))
-        deadline = self._clock() + self._timeout_s
+        produced_at = self._clock()
+        deadline = produced_at + self._wait_s
         problem = ""
         try:
             for index, event in enumerate(events):
@@ -154,6 +183,8 @@ class EventPublisher:
             while not acks.done.is_set():
                 left = deadline - self._clock()
                 if left <= 0:
+                    if self._handover is not None:
+                        raise _StillInFlight(producer, generation, acks, produced_at)
                     problem = f"Kafka did not acknowledge the events within {self._timeout_s}s"
                     break
                 producer.poll(min(left, _POLL_SLICE_S))
@@ -173,3 +204,14 @@ class _Unconfirmed(Exception):
     def __init__(self, message: str, events: list[Interaction]):
         super().__init__(message)
         self.events = events
+
+
+class _StillInFlight(Exception):
+    """The request stopped waiting; the events' messages are still in ``producer``."""
+
+    def __init__(self, producer: Producer, generation: int, acks: _Acks, produced_at: float):
+        super().__init__("Kafka has not acknowledged the events yet")
+        self.producer = producer
+        self.generation = generation
+        self.acks = acks
+        self.produced_at = produced_at

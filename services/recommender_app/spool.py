@@ -19,6 +19,7 @@ process loses no spooled event. A line without its newline is a write the crash 
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
 import secrets
@@ -105,6 +106,10 @@ class Spool:
     def append(self, values: list[bytes]) -> int:
         """Append events durably (fsync) in order; raises :class:`SpoolFull` and writes
         nothing if they do not fit. Returns how many were spooled."""
+        return len(self.append_located(values))
+
+    def append_located(self, values: list[bytes]) -> list[tuple[Path, int]]:
+        """:meth:`append`, returning where each record ends (``SpooledRecord.log, .end``)."""
         data = b"".join(v + b"\n" for v in values)
         if any(b"\n" in v for v in values):
             raise ValueError("a spooled event must not contain a newline")
@@ -119,9 +124,10 @@ class Spool:
             own.handle.write(data)
             own.handle.flush()
             os.fsync(own.handle.fileno())
+            ends = list(itertools.accumulate((len(v) + 1 for v in values), initial=own.size))
             own.size += len(data)
             own.count += len(values)
-        return len(values)
+        return [(own.path, end) for end in ends[1:]]
 
     # ------------------------------------------------------------------ delivering
     def read_batch(self, max_records: int) -> list[SpooledRecord]:

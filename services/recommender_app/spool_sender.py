@@ -3,7 +3,8 @@
 A batch is produced and waited for; the longest acknowledged prefix is marked delivered, so
 the order of the spool is the order on the topic (per user, since the key is the user id).
 A failed or unacknowledged batch retires the producer (see producer.py) and is retried after
-a short pause. Logs of workers that died meanwhile are adopted every ``ADOPT_EVERY_S``.
+a short pause. Spooled copies of events whose originals may still be in flight wait for those
+to settle, and are skipped when Kafka acknowledged the original (handover.py). Logs of workers that died meanwhile are adopted every ``ADOPT_EVERY_S``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
+from services.recommender_app.handover import HandOver
 from services.recommender_app.spool import Spool, SpooledRecord
 from shared.metrics import Metrics
 from shared.recovering_producer import RecoveringProducer
@@ -47,8 +49,10 @@ class SpoolSender:
         timeout_s: float,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
+        handover: HandOver | None = None,
     ):
         self._spool = spool
+        self._handover = handover
         self._producers = producers
         self._topic = topic
         self._timeout_s = timeout_s
@@ -84,9 +88,15 @@ class SpoolSender:
                     self._wake.wait(IDLE_WAIT_S)
                     self._wake.clear()
                     continue
+                if self._handover is not None:
+                    # Originals of spooled copies may still be in flight: their fate first.
+                    for generation, reason in self._handover.settle(self._stop):
+                        self._producers.failed(generation, reason)
                 acked = self.send(records)
                 if acked:
                     self._spool.delivered(records[acked - 1], acked)
+                    if self._handover is not None:
+                        self._handover.forget(records[:acked])
                     self.delivered += acked
                     self._metrics.incr("api.spool.delivered", acked)
                 if acked < len(records):
@@ -106,14 +116,17 @@ class SpoolSender:
 
             return on_delivery
 
-        sent = 0
+        sent = 0  # records[:sent] are produced, or skipped as already in Kafka
         try:
             for index, record in enumerate(records):
-                producer.produce(
-                    self._topic, key=key_of(record.value), value=record.value,
-                    on_delivery=report(index),
-                )  # fmt: skip
-                sent += 1
+                if self._handover is not None and self._handover.acknowledged(record):
+                    status[index] = None  # its original reached Kafka after all
+                else:
+                    producer.produce(
+                        self._topic, key=key_of(record.value), value=record.value,
+                        on_delivery=report(index),
+                    )  # fmt: skip
+                sent = index + 1
         except (BufferError, KafkaException) as exc:
             log.info("spool sender could not enqueue: %s", exc)
         deadline = self._clock() + self._timeout_s
