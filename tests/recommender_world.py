@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from scripts import localstack
-from scripts.processes import start_gunicorn
+from scripts.processes import ManagedProcess, start_gunicorn
 from shared.config import Settings
 from shared.kafka import ensure_topics
 from tests.test_recommender_support import World, make_world, seed, start_faiss
@@ -39,14 +40,10 @@ def faiss_url(
 TEST_API_KEY = "test-key-0123456789abcdef"
 
 
-@pytest.fixture(scope="module")
-def recommender_url(
-    world: World, faiss_url: str, stack: localstack.StackInfo,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
+def serve_recommender(world: World, faiss_url: str, stack: localstack.StackInfo,
+                      folder: Path) -> tuple[ManagedProcess, str]:
     """recommender_app under real gunicorn (1 worker × 2 threads) over the seeded ``world``,
-    with write routes keyed by :data:`TEST_API_KEY`."""
-    folder = tmp_path_factory.mktemp("recommender")
+    with write routes keyed by :data:`TEST_API_KEY`; (process, base URL)."""
     suffix = uuid.uuid4().hex[:8]
     env = {
         **os.environ, **stack.env(),
@@ -66,7 +63,17 @@ def recommender_url(
     port = localstack.free_port()
     proc = start_gunicorn("services.recommender_app.wsgi:app", port, env,
                           folder / "recommender_app.log", workers=1, threads=2, timeout_s=60)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def recommender_url(
+    world: World, faiss_url: str, stack: localstack.StackInfo,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """:func:`serve_recommender` for a test module."""
+    proc, url = serve_recommender(world, faiss_url, stack, tmp_path_factory.mktemp("recommender"))
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
         proc.stop()

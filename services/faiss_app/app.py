@@ -26,6 +26,7 @@ from services.faiss_app.errors import (
     UnknownItemError,
 )
 from services.faiss_app.follower import UpdateFollower
+from services.faiss_app.openapi import build_spec
 from services.faiss_app.service import IndexService
 from services.faiss_app.spaces import SpaceRegistry
 from shared.config import Settings
@@ -163,6 +164,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FaissApp:
     app.add_route("/v1/stats", resources.Stats(spaces, followers))
     app.add_route("/healthz", resources.Health(spaces))
     app.add_route("/readyz", resources.Ready(spaces))
+    app.add_route("/openapi.json", resources.OpenApi(build_spec(limits, spaces.names)))
 
     app.add_error_handler(BadQuery, _raise(falcon.HTTPBadRequest, "Bad request"))
     app.add_error_handler(UnknownItemError, _raise(falcon.HTTPNotFound, "Unknown item"))

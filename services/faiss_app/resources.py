@@ -135,3 +135,13 @@ class Ready:
             "count": catalog.count,
             "pid": os.getpid(),
         }
+
+
+class OpenApi:
+    """The OpenAPI document of this server (services/faiss_app/openapi.py)."""
+
+    def __init__(self, document: dict[str, object]):
+        self._document = document
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self._document

@@ -152,7 +152,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
     readiness = Readiness(deps)
     app.add_route("/readyz", ReadyResource(readiness))
     app.add_route("/healthz/dependencies", DependenciesResource(readiness))
-    app.add_route("/openapi.json", OpenApiResource())
+    app.add_route("/openapi.json", OpenApiResource(rec, settings.access, deps.now_ms))
     catalogue.add_routes(app)
     add_error_handlers(app, deps.metrics)
     use_orjson_answers(app)

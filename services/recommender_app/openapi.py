@@ -1,66 +1,164 @@
-"""The API described for clients: OpenAPI 3.1, written by hand (tests keep it complete)."""
+"""The API described for clients: OpenAPI 3.1, written by hand and built per deployment.
+
+:func:`build_spec` fills in what the running settings decide (k's range, body and batch
+sizes, whether keys and rate limits apply, the newest accepted event time), so the document a
+server answers is the contract it enforces. ``tests/test_api_schema.py`` runs schemathesis
+against both apps with their own documents: no 5xx, no status code or body the document does
+not list. Every operation lists what the server may answer, including the statuses any route
+can give: 413 for a declared body over the limit, 401/403 for keyed routes when keys are set.
+"""
 
 from __future__ import annotations
 
+import copy
+import time
 from typing import Any
 
-from services.recommender_app.openapi_catalogue import merge_into
-from shared.config import RecommenderSettings
+from services.recommender_app.access import KEYED_ROUTES, RATE_LIMITED_ROUTES
+from services.recommender_app.openapi_catalogue import ITEM_METADATA, merge_into
+from shared.config import AccessSettings, RecommenderSettings
+from shared.events import EVENT_WEIGHTS, MAX_ID_LENGTH
+from shared.openapi import ERROR_SCHEMA, error, json_answer
 
-_ID = {"type": "string", "pattern": "^[A-Za-z0-9_.:@\\-]{1,128}$"}
-_ERROR = {
-    "type": "object",
-    "required": ["title"],
-    "properties": {"title": {"type": "string"}, "description": {"type": "string"}},
+ID_CHARS = "A-Za-z0-9_.:@\\-"
+_ID = {
+    "type": "string",
+    "pattern": f"^[{ID_CHARS}]{{1,{MAX_ID_LENGTH}}}$",
+    "description": f"1-{MAX_ID_LENGTH} letters, digits and _.:@- (matched whole: no newline)",
 }
-_EVENT = {
-    "type": "object",
-    "required": ["user_id", "item_id", "event", "ts"],
-    "additionalProperties": False,
-    "properties": {
-        "user_id": _ID,
-        "item_id": _ID,
-        "event": {"enum": ["view", "click", "add_to_cart", "purchase"]},
-        "ts": {
-            "type": "integer",
-            "minimum": 946_684_800_000,
-            "description": "Unix milliseconds, 2000-01-01 .. now + 1 day (checked by the server)",
-        },
-        "item": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "title": {"type": "string", "maxLength": 256},
-                "category": {"type": "string", "maxLength": 256},
-                "price": {"type": "number", "minimum": 0, "exclusiveMaximum": 1e9},
-            },
-        },
-    },
-}
+_MIN_TS_MS = 946_684_800_000  # 2000-01-01 (shared.events)
+_FUTURE_SLACK_MS = 86_400_000
 _RECORD_ERROR = {
     "type": "object",
+    "required": ["index", "reason"],
     "properties": {"index": {"type": ["integer", "null"]}, "reason": {"type": "string"}},
 }
+# One id, optionally padded with spaces, between commas; empty parts are ignored.
+_EXCLUDE_PATTERN = f"^ *([{ID_CHARS}]{{1,{MAX_ID_LENGTH}}} *)?(, *([{ID_CHARS}]{{1,{MAX_ID_LENGTH}}} *)?)*$"
+MAX_EXCLUDE = 500  # enforced by resources.RecommendResource
+MAX_CATEGORY_CHARS = 128
 
 
-def _error(description: str) -> dict[str, Any]:
+def _recommend_query(rec: RecommenderSettings) -> dict[str, Any]:
+    """/recommend's query as one object parameter: exclusivity and unknown names in schema."""
     return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        "type": "object",
+        "additionalProperties": False,
+        "not": {"required": ["user_id", "item_id"]},
+        "properties": {
+            "user_id": {**_ID, "description": "personalized items for this user"},
+            "item_id": {**_ID, "description": "items similar to this one (never itself)"},
+            "k": {"type": "integer", "minimum": 1, "maximum": rec.max_k,
+                  "default": rec.default_k, "description": "items wanted"},
+            "category": {"type": "string", "minLength": 1, "maxLength": MAX_CATEGORY_CHARS,
+                         "description": "only items of this category (by their metadata); "
+                         "the list may then be shorter than k"},
+            "exclude": {"type": "string", "pattern": _EXCLUDE_PATTERN,
+                        "description": f"comma-separated item ids never to return (at most "
+                        f"{MAX_EXCLUDE} ids; spaces around an id and empty parts are ignored)"},
+            "explain": {"type": "boolean", "default": False,
+                        "description": "add each item's candidate sources (name → rank) and "
+                        "its top feature contributions to the ranker's score"},
+        },
+    }  # fmt: skip
+
+
+def _event(now_ms: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["user_id", "item_id", "event", "ts"],
+        "additionalProperties": False,
+        "properties": {
+            "user_id": _ID,
+            "item_id": _ID,
+            "event": {"enum": list(EVENT_WEIGHTS)},
+            "ts": {
+                "type": "integer",
+                "minimum": _MIN_TS_MS,
+                "maximum": now_ms + _FUTURE_SLACK_MS,
+                "description": "Unix milliseconds from 2000-01-01 to one day after the "
+                "server's clock (the maximum shown is that bound when this document was "
+                "served)",
+            },
+            "item": {**ITEM_METADATA, "description": "the item's metadata, if known"},
+        },
     }
 
 
-def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _events_body(rec: RecommenderSettings) -> dict[str, Any]:
+    return {
+        "description": f"One event, or a list of 1-{rec.max_events_per_request} whose "
+        "valid events are accepted and invalid ones reported by index (a list without any "
+        "valid event is a 400). Any Content-Type is read as JSON, chunked or not; at most "
+        f"{rec.max_body_bytes} bytes, nesting and numbers bounded as for every JSON body.",
+        "required": True,
+        "content": {"application/json": {"schema": {"oneOf": [
+            {"$ref": "#/components/schemas/Event"},
+            {"type": "array", "minItems": 1, "maxItems": rec.max_events_per_request,
+             "contains": {"$ref": "#/components/schemas/Event"}},
+        ]}}},
+    }  # fmt: skip
 
 
-SPEC: dict[str, Any] = {
+def _too_large(rec: RecommenderSettings) -> dict[str, Any]:
+    return error(f"a body over {rec.max_body_bytes} bytes (declared or read), on any route")
+
+
+def _access_responses(access: AccessSettings, path: str, method: str) -> dict[str, Any]:
+    """401/403 where a key is required, 429 where the rate limit counts."""
+    keyed = set(KEYED_ROUTES.get(path, ()))
+    if access.recommend_requires_key and path == "/recommend":
+        keyed.add("GET")
+    answers: dict[str, Any] = {}
+    if access.api_keys and method.upper() in keyed:
+        answers["401"] = error("no API key (Authorization: Bearer <key> or X-API-Key)")
+        answers["403"] = error("the API key is not valid")
+    if access.events_rate_per_s and method.upper() in RATE_LIMITED_ROUTES.get(path, ()):
+        answers["429"] = error("over the key's rate limit; see Retry-After")
+    return answers
+
+
+def build_spec(
+    rec: RecommenderSettings | None = None,
+    access: AccessSettings | None = None,
+    now_ms: int | None = None,
+) -> dict[str, Any]:
+    """The document for these settings (defaults: the built-in ones) at ``now_ms``."""
+    rec = rec or RecommenderSettings()
+    access = access or AccessSettings()
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    spec = copy.deepcopy(_STATIC)
+    spec["components"]["schemas"]["Event"] = _event(now_ms)
+    paths = spec["paths"]
+    paths["/recommend"]["get"]["parameters"] = [{
+        "name": "query", "in": "query", "style": "form", "explode": True,
+        "schema": _recommend_query(rec),
+        "description": "user_id and item_id are mutually exclusive (both → 400); each "
+        "parameter may be given once (repeated → 400); unknown names → 400",
+    }]  # fmt: skip
+    paths["/events"]["post"]["requestBody"] = _events_body(rec)
+    merge_into(spec)
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            responses.setdefault("413", _too_large(rec))
+            for status in ("401", "403", "429"):  # only where these settings give them
+                responses.pop(status, None)
+            responses.update(_access_responses(access, path, method))
+            operation.pop("security", None)
+            if "401" in responses:
+                operation["security"] = [{"apiKey": []}]
+    return spec
+
+
+_STATIC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "recommender_app",
         "version": "1.0.0",
         "description": "Real-time recommendations (GMF model served through faiss_app) and the "
-        "interaction events that train it. Every answer carries an X-Request-ID header.",
+        "interaction events that train it. Every answer carries an X-Request-ID header. A "
+        "method a path does not have → 405 (with Allow); a path not listed → 404.",
     },
     "paths": {
         "/recommend": {
@@ -68,52 +166,14 @@ SPEC: dict[str, Any] = {
                 "summary": "Personalized (user_id), similar (item_id) or popular items",
                 "description": "Without an id, or for an unknown user or item, the most popular "
                 "items. When a dependency is down the answer is still 200, with what could be "
-                "computed and degraded: true. user_id and item_id are mutually exclusive (both "
-                "→ 400); every parameter may be given once (repeated → 400); unknown parameters "
-                "→ 400.",
-                "parameters": [
-                    {"name": "user_id", "in": "query", "schema": _ID},
-                    {"name": "item_id", "in": "query", "schema": _ID},
-                    {
-                        "name": "k",
-                        "in": "query",
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": RecommenderSettings().max_k,
-                            "default": RecommenderSettings().default_k,
-                        },
-                        "description": "items wanted; at most RECSYS_RECOMMENDER_MAX_K (the "
-                        "maximum shown is its default)",
-                    },
-                    {
-                        "name": "category",
-                        "in": "query",
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
-                        "description": "only items of this category (by their metadata); the "
-                        "list may then be shorter than k",
-                    },
-                    {
-                        "name": "exclude",
-                        "in": "query",
-                        "schema": {"type": "string"},
-                        "description": "comma-separated item ids never to return (at most 500)",
-                    },
-                    {
-                        "name": "explain",
-                        "in": "query",
-                        "schema": {"type": "boolean", "default": False},
-                        "description": "add each item's candidate sources (name → rank) and "
-                        "its top feature contributions to the ranker's score",
-                    },
-                ],
+                "computed and degraded: true.",
                 "responses": {
-                    "200": _json(
+                    "200": json_answer(
                         "recommended items, best first",
                         {"$ref": "#/components/schemas/Recommendation"},
                     ),
-                    "400": _error(
-                        "bad k, malformed id, unknown parameter, both ids, or a bad "
+                    "400": error(
+                        "bad k, malformed id, unknown or repeated parameter, both ids, or a bad "
                         "category, exclude or explain"
                     ),
                 },
@@ -122,38 +182,20 @@ SPEC: dict[str, Any] = {
         "/events": {
             "post": {
                 "summary": "Publish interactions (one event or a list) to Kafka",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "oneOf": [
-                                    {"$ref": "#/components/schemas/Event"},
-                                    {
-                                        "type": "array",
-                                        "items": {"$ref": "#/components/schemas/Event"},
-                                    },
-                                ]
-                            }
-                        }
-                    },
-                },
                 "responses": {
-                    "202": _json(
+                    "202": json_answer(
                         "the valid events are in Kafka, or (when Kafka did not confirm them in "
                         "time) in the service's durable local spool, delivered in order once "
                         "Kafka answers (`spooled` counts them); invalid ones are listed by index",
                         {"$ref": "#/components/schemas/Accepted"},
                     ),
-                    "400": _json(
-                        "no valid event (or the body is not JSON)",
-                        {"$ref": "#/components/schemas/Accepted"},
+                    "400": json_answer(
+                        "no valid event, or the body is empty or not JSON (then only title and "
+                        "description)",
+                        {"$ref": "#/components/schemas/Rejected"},
                     ),
-                    "401": _error("no API key (when RECSYS_API_KEYS is set)"),
-                    "403": _error("the API key is not valid"),
-                    "413": _error("body or batch too large"),
-                    "429": _error("over the key's rate limit; see Retry-After"),
-                    "503": _error(
+                    "413": error("body or batch too large"),
+                    "503": error(
                         "Kafka is away and the local spool is full (or turned off); retry "
                         "after the Retry-After header's seconds"
                     ),
@@ -163,7 +205,9 @@ SPEC: dict[str, Any] = {
         "/healthz": {
             "get": {
                 "summary": "Liveness: the process answers",
-                "responses": {"200": _json("alive", {"type": "object"})},
+                "responses": {"200": json_answer("alive", {
+                    "type": "object", "required": ["status"],
+                    "properties": {"status": {"const": "ok"}}})},
             }
         },
         "/readyz": {
@@ -171,11 +215,11 @@ SPEC: dict[str, Any] = {
                 "summary": "Readiness: /recommend can answer, possibly degraded "
                 "(Redis or faiss_app reachable; MongoDB and Kafka down only degrade)",
                 "responses": {
-                    "200": _json(
+                    "200": json_answer(
                         "ready; `degraded` names what is down",
                         {"$ref": "#/components/schemas/Ready"},
                     ),
-                    "503": _json(
+                    "503": json_answer(
                         "neither item source answers", {"$ref": "#/components/schemas/Ready"}
                     ),
                 },
@@ -185,21 +229,20 @@ SPEC: dict[str, Any] = {
             "get": {
                 "summary": "Each dependency: reachable, latency, error kind, what it is used for",
                 "responses": {
-                    "200": _json("the report", {"$ref": "#/components/schemas/Dependencies"})
+                    "200": json_answer("the report", {"$ref": "#/components/schemas/Dependencies"})
                 },
             }
         },
         "/openapi.json": {
             "get": {
                 "summary": "This document",
-                "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})},
+                "responses": {"200": json_answer("OpenAPI 3.1", {"type": "object"})},
             }
         },
     },
     "components": {
         "schemas": {
-            "Error": _ERROR,
-            "Event": _EVENT,
+            "Error": ERROR_SCHEMA,
             "Item": {
                 "type": "object",
                 "required": ["item_id", "score"],
@@ -252,8 +295,20 @@ SPEC: dict[str, Any] = {
                     },
                 },
             },
+            "Rejected": {
+                "type": "object",
+                "required": ["title"],
+                "properties": {
+                    "title": {"type": "string"},
+                    "description": {"type": "string"},
+                    "accepted": {"const": 0},
+                    "rejected": {"type": "integer", "minimum": 0},
+                    "errors": {"type": "array", "items": _RECORD_ERROR},
+                },
+            },
             "Accepted": {
                 "type": "object",
+                "required": ["accepted", "rejected", "spooled", "events", "errors"],
                 "properties": {
                     "accepted": {"type": "integer"},
                     "rejected": {"type": "integer"},
@@ -300,4 +355,4 @@ SPEC: dict[str, Any] = {
     },
 }
 
-merge_into(SPEC)
+SPEC = build_spec()  # the built-in settings' document (the served one: build_spec(settings))

@@ -12,18 +12,17 @@ from typing import Any
 import falcon
 
 from services.recommender_app.health import USED_FOR, Readiness
-from services.recommender_app.openapi import SPEC
+from services.recommender_app.openapi import MAX_CATEGORY_CHARS, MAX_EXCLUDE, build_spec
 from services.recommender_app.publisher import EventPublisher, validate
 from services.recommender_app.recommender import Filters, Recommender
-from shared.config import RecommenderSettings
+from shared.config import AccessSettings, RecommenderSettings
 from shared.events import validate_id
 from shared.json_limits import JSONLimitError, JSONLimits, loads_bounded
 from shared.metrics import Metrics
 from shared.request_body import read_body
 
-# At most this many ids in ``exclude=`` (a page of already-shown items, not a blocklist).
-MAX_EXCLUDE = 500
-MAX_CATEGORY_CHARS = 128
+# MAX_EXCLUDE: at most this many ids in ``exclude=`` (a page of already-shown items, not a
+# blocklist); both limits are stated in the OpenAPI document, which owns them.
 
 
 class RecommendResource:
@@ -205,7 +204,15 @@ class DependenciesResource:
 
 
 class OpenApiResource:
+    """The document for this deployment's settings, as of now (``ts``'s upper bound moves)."""
+
     endpoint = "openapi"
 
+    def __init__(self, settings: RecommenderSettings, access: AccessSettings,
+                 now_ms: Callable[[], int]):
+        self._settings = settings
+        self._access = access
+        self._now_ms = now_ms
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = SPEC
+        resp.media = build_spec(self._settings, self._access, self._now_ms())
