@@ -19,11 +19,11 @@ import pytest
 import requests
 
 from scripts import localstack
+from scripts.private_kafka import PrivateKafka
 from scripts.processes import start_gunicorn
 from shared.config import Settings
 from shared.kafka import ensure_topics, wait_for_topics
 from tests.polling import wait_for
-from tests.private_kafka import PrivateKafka
 from tests.test_ingestion_recovery import assert_all_delivered_in_order, read_topic
 
 PUBLISH_TIMEOUT_S = 2.0
