@@ -3,13 +3,15 @@
     python -m scripts.evaluate_stream --input data/interactions.csv
     python -m scripts.evaluate_stream --input ml-100k/u.data --report reports/ml100k.json
 
-Test-then-train, event by event, from an empty model (or after batch training on the first
---warm-fraction of the events): the trainer's learner (GMF + ISGD), the stream signals the
-trainer writes (co-engagement, trending, popular, new items) and the recommender's candidate
-sources, ranker (learned online, pairwise) and rerank. Every sampled event whose user and item
-are already known, and that the user has not engaged with before, is ranked first by every
-ranker on the same state; recall@10 and NDCG@10 are printed for streaming popularity, GMF
-alone, each candidate source alone and the full pipeline. No Kafka, Redis or faiss_app needed.
+Test-then-train in micro-batches of --batch-size events, from an empty model (or after batch
+training on the first --warm-fraction of the events): the trainer's learner (GMF + ISGD), the
+stream signals the trainer writes (co-engagement, trending, popular, new items) and the
+recommender's candidate sources, ranker (learned online, pairwise) and rerank. Every sampled
+event whose user and item are already known, and that the user has not engaged with before, is
+ranked by every ranker on the state as it stood before the event's batch (no tested event is
+ever scored by a state that learned it; the user's own history is known event by event);
+recall@10 and NDCG@10 are printed for streaming popularity, GMF alone, each candidate source
+alone and the full pipeline. No Kafka, Redis or faiss_app needed.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from tqdm import tqdm
 
 from services.incremental_trainer.learner import Learner, ModelState
 from services.incremental_trainer.offline import interactions, warm_start
-from services.incremental_trainer.ranking_replay import RankingReplay
+from services.incremental_trainer.ranking_replay import DEFAULT_BATCH_SIZE, RankingReplay
 from services.incremental_trainer.stream_slices import TwoTowerRanker
 from shared import snapshots
 from shared.atomic import write_text_atomic
@@ -52,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the rest (default: 0, an empty model)")
     p.add_argument("--sample-rate", type=float, default=1.0,
                    help="share of eligible events tested (default: 1, every one)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help="events per micro-batch: each tested event is scored on the state "
+                        "before its batch, then the batch is learned (default: "
+                        f"{DEFAULT_BATCH_SIZE}, the learner's update chunk; 1 = event by event)")
     p.add_argument("--max-events", type=int, default=0,
                    help="stop after this many streamed events (default: 0, all)")
     p.add_argument("--window", type=int, default=2000,
@@ -103,7 +109,7 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
                            sample_rate=args.sample_rate, categories=categories,
                            window=args.window, seed=args.seed,
                            seen_list_length=settings.redis.seen_list_length,
-                           two_tower=two_tower)
+                           two_tower=two_tower, batch_size=args.batch_size)
     if len(prefix):
         warm_start(learner, prefix)
         replay.warm(interactions(prefix))
@@ -117,7 +123,7 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         report["two_tower"] = two_tower_fit
     report.update({"input": str(args.input), "format": args.format,
                    "warm_fraction": args.warm_fraction, "sample_rate": args.sample_rate,
-                   "streamed_events": len(events)})
+                   "streamed_events": len(events), "batch_size": args.batch_size})
     if args.plot is not None:
         plot(replay, args.plot)
     return report
@@ -184,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--warm-fraction must be in [0, 1)")
         if not 0.0 < args.sample_rate <= 1.0:
             raise ValueError("--sample-rate must be in (0, 1]")
+        if args.batch_size < 1:
+            raise ValueError("--batch-size must be at least 1")
         report = run(args, settings)
     except KeyboardInterrupt:
         print("evaluate_stream: interrupted", file=sys.stderr)

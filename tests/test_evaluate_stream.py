@@ -109,3 +109,48 @@ def test_two_tower_ranker_and_cold_start_slices(tmp_path: Path) -> None:
     # without a warm prefix there is nothing to train the two towers on
     assert evaluate_stream.main(["--input", str(tmp_path / "u.data"), "--two-tower",
                                  "--no-progress"]) == 2
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_each_tested_event_is_scored_on_the_state_before_its_micro_batch(batch_size):
+    """The test-then-train rule of the micro-batch replay: when an event is tested, the learner
+    and the ranking stores have learned exactly the events of the earlier batches."""
+    import dataclasses
+
+    from services.incremental_trainer.learner import Learner, ModelState
+    from services.incremental_trainer.ranking_replay import RankingReplay
+    from shared.config import Settings
+    from shared.events import Interaction
+
+    settings = Settings.from_env({})
+    model = dataclasses.replace(settings.model, models_dir=Path("/nonexistent/models"))
+    learner = Learner(ModelState.load_or_create(model),
+                      dataclasses.replace(settings.trainer, eval_sample_rate=0.0), 3600.0)
+    replay = RankingReplay(learner, settings.ranking, 3600.0, batch_size=batch_size)
+    events = [Interaction(f"u{u}", f"i{i}", "view", 1_000_000 + 1000 * n)
+              for n, (u, i, _, _) in enumerate(chain_walks(n_users=20, n_items=12, steps=4))]
+    position = {id(e): n for n, e in enumerate(events)}
+    learned = {"learner": 0, "store_ts": 0}
+    seen_at_test: list[tuple[int, int, int]] = []
+    learn, apply, test = learner.learn, replay.store.apply, replay._test
+
+    def counting_learn(batch):
+        learned["learner"] += len(batch)
+        return learn(batch)
+
+    def counting_apply(signals):
+        learned["store_ts"] = signals.ts_ms  # the newest event the stores have learned
+        return apply(signals)
+
+    def recording_test(event):
+        seen_at_test.append((position[id(event)], learned["learner"], learned["store_ts"]))
+        return test(event)
+
+    learner.learn, replay.store.apply, replay._test = counting_learn, counting_apply, recording_test
+    replay.run(events)
+    assert len(seen_at_test) > 20
+    for n, by_learner, store_ts in seen_at_test:
+        batch_start = n - n % batch_size
+        assert by_learner == batch_start
+        assert store_ts == events[batch_start - 1].ts
+    assert replay.report()["batch_size"] == batch_size

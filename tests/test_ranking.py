@@ -17,7 +17,7 @@ from shared.ranking.candidates import (
 from shared.ranking.co_engagement import CoEngagement
 from shared.ranking.features import build_pool, feature_names
 from shared.ranking.pipeline import RankingPipeline
-from shared.ranking.ranker import LinearRanker, RankerParams
+from shared.ranking.ranker import LISTWISE, PAIRWISE, LinearRanker, RankerParams
 from shared.ranking.rerank import RerankRules, rerank
 from shared.ranking.signals import RecentItems, signal_batch
 from shared.ranking.stores import GlobalLists, MemoryRankingStore, StoreLimits
@@ -143,7 +143,8 @@ def test_features_merge_duplicates_and_mark_every_source():
     assert newest["newness"] == pytest.approx(1.0)
 
 
-def test_ranker_learns_a_planted_preference():
+@pytest.mark.parametrize("loss", [LISTWISE, PAIRWISE])
+def test_ranker_learns_a_planted_preference(loss):
     """Chosen items are those with the highest hidden feature; the source ranks are noise."""
     rng = np.random.default_rng(0)
     names = feature_names(["gmf", "popular"])
@@ -161,7 +162,7 @@ def test_ranker_learns_a_planted_preference():
     before = top1_accuracy()
     for _ in range(2000):
         x, chosen = pool()
-        ranker.learn(x, chosen, rng, RankerParams(learning_rate=0.1))
+        ranker.learn(x, chosen, rng, RankerParams(learning_rate=0.1, loss=loss))
     assert top1_accuracy() > 0.6 > before + 0.3
     assert int(np.argmax(ranker.weights)) == hidden
 

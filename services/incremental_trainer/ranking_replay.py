@@ -1,32 +1,42 @@
 """Prequential replay of the whole ranking stage, without Kafka, Redis or faiss_app.
 
-The trainer's :class:`Learner` learns the GMF model event by event, the stream's signals
-(co-engagement, trending, popular, new items) are computed by :func:`signal_batch` exactly as
-the trainer computes them and applied to in-memory stores, and the recommender's
-:class:`RankingPipeline` ranks the candidates. Each sampled event whose user and item are known
-and that the user has not engaged with before is tested first (test-then-train) by every
-ranker on the same event: streaming popularity, GMF alone, each candidate source alone, and
-the full pipeline; then the ranker learns from it (pairwise, online) and everything else
-learns the event.
+The trainer's :class:`Learner` learns the GMF model, the stream's signals (co-engagement,
+trending, popular, new items) are computed by :func:`signal_batch` exactly as the trainer
+computes them and applied to in-memory stores, and the recommender's :class:`RankingPipeline`
+ranks the candidates. Every ranker (streaming popularity, GMF alone, each candidate source
+alone, the full pipeline) is tested on the same events.
+
+The stream is replayed in micro-batches of ``batch_size`` events, as the trainer learns it.
+The test-then-train rule of a micro-batch: an event is tested when it is sampled, its user and
+its item both had rows before the batch, and the user has not engaged with the item before
+(earlier in the batch included). Every tested event is scored against the learned state **as
+it stood at the start of the batch** — GMF rows, streaming popularity, co-engagement counts,
+the popular/trending/new-item lists and the ranker's weights — and only then does the batch
+update any of them (the learner learns the batch, its signals are applied, the ranker takes a
+pairwise step per tested event whose item was a candidate). So no event is ever scored by a
+state that has learned it. The user's own history (seen items, recent items) is known event
+by event, earlier events of the batch included: it is the user's input, not learned state, and
+in the services the trainer publishes it within a batch interval, long before the user's next
+request. ``batch_size=1`` is the strict event-by-event replay.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from services.incremental_trainer.learner import Learner
+from services.incremental_trainer.learner import UPDATE_CHUNK, Learner
 from services.incremental_trainer.prequential import MovingMean
 from services.incremental_trainer.ranking_signals import learner_sources
 from services.incremental_trainer.stream_slices import SliceScores, TwoTowerRanker
 from shared.config import RankingSettings
 from shared.events import Interaction
-from shared.ranking.candidates import UserContext
+from shared.ranking.candidates import CandidateSource, UserContext
 from shared.ranking.pipeline import RankingPipeline, candidates_per_source
 from shared.ranking.ranker import LinearRanker, RankerParams
 from shared.ranking.signals import RecentItems, signal_batch
@@ -37,6 +47,8 @@ POPULARITY = "popularity"
 PIPELINE = "pipeline"
 # The global lists are recomputed every this many events, as the service caches them briefly.
 LISTS_REFRESH_EVENTS = 50
+# Events per micro-batch: the learner's own update chunk (services/incremental_trainer/learner).
+DEFAULT_BATCH_SIZE = UPDATE_CHUNK
 
 
 @dataclass
@@ -74,7 +86,8 @@ class RankerScore:
 
 
 class RankingReplay:
-    """Test-then-train over a stream for every ranker on the same events.
+    """Test-then-train over a stream, micro-batch by micro-batch, for every ranker on the same
+    events (the rule is in the module docstring).
 
     Parameters
     ----------
@@ -84,6 +97,9 @@ class RankingReplay:
     sample_rate : share of eligible events tested
     categories : item id → category where known (features, never the rerank filter here)
     window : size of the moving windows of the curves
+    batch_size : events per micro-batch (1 = event by event)
+    extra_sources : candidate sources beyond the trainer's own (two-tower, triplet spaces),
+        ranked by the pipeline and measured alone
     """
 
     def __init__(
@@ -97,14 +113,20 @@ class RankingReplay:
         seed: int = 0,
         seen_list_length: int = 200,
         two_tower: TwoTowerRanker | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        extra_sources: Sequence[CandidateSource] = (),
     ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
         self.learner = learner
+        self.batch_size = batch_size
         self.two_tower = two_tower  # a ranker of its own, measured beside the pipeline
         self.slices = SliceScores()
         self.store = MemoryRankingStore(
-            store_limits(ranking, popular_half_life_s), refresh_every=LISTS_REFRESH_EVENTS
+            store_limits(ranking, popular_half_life_s),
+            refresh_every=max(1, LISTS_REFRESH_EVENTS // batch_size),
         )
-        self.sources = learner_sources(learner, self.store)
+        self.sources = [*learner_sources(learner, self.store), *extra_sources]
         self.ranker = LinearRanker([])  # replaced below once the feature layout is known
         self.pipeline = RankingPipeline(
             self.sources,
@@ -117,7 +139,8 @@ class RankingReplay:
         self.ranker = LinearRanker(self.pipeline.names)
         self.ranker_params = RankerParams(learning_rate=ranking.ranker_learning_rate)
         self.recent = RecentItems()
-        self.history: dict[str, deque[str]] = {}
+        self.history: dict[str, deque[str]] = {}  # user → items, newest first (seen list)
+        self.seen: dict[str, set[str]] = {}  # user → every item engaged, event by event
         self.seen_list_length = seen_list_length
         self.sample_rate = sample_rate
         self.categories = categories or {}
@@ -128,53 +151,70 @@ class RankingReplay:
         self.events = 0
         self.curve_every = max(1, window // 4)
 
-    def warm(self, events: Iterable[Interaction]) -> None:
+    def warm(self, events: Sequence[Interaction]) -> None:
         """Fold a prefix into the stream signals and histories (no testing, no GMF learning)."""
-        for event in events:
-            self._observe(event, event.item_id not in self.store.first_seen)
-            self.slices.observe(event)
+        for start in range(0, len(events), self.batch_size):
+            batch = events[start : start + self.batch_size]
+            fresh = {e.item_id for e in batch if e.item_id not in self.store.first_seen}
+            for event in batch:
+                self._remember(event)
+                self.slices.observe(event)
+            self.store.apply(signal_batch(batch, self.recent, fresh.__contains__))
 
     def _is_new(self, item_id: str) -> bool:
         return self.learner.state.item_map.row(item_id, create=False) is None
 
-    def _observe(self, event: Interaction, new_item: bool) -> None:
-        batch = signal_batch([event], self.recent, lambda _item: new_item)
-        self.store.apply(batch)
+    def _remember(self, event: Interaction) -> None:
+        """The user's history, event by event (see the module docstring)."""
         history = self.history.get(event.user_id)
         if history is None:
             history = self.history[event.user_id] = deque(maxlen=self.seen_list_length)
+            self.seen[event.user_id] = set()
         history.appendleft(event.item_id)
+        self.seen[event.user_id].add(event.item_id)
 
-    def step(self, event: Interaction) -> bool:
-        """Test ``event`` (if eligible and sampled), then learn it; True if it was tested."""
-        tested = self._eligible(event) and self.rng.random() < self.sample_rate
-        if self.two_tower is not None:  # an item enters the space when first seen
-            self.two_tower.add([event.item_id])
-        if tested:
-            self._test(event)
-        new_item = self._is_new(event.item_id)  # before the learner gives it a row
-        self.learner.learn([event])
-        self._observe(event, new_item)
-        self.slices.observe(event)
-        self.events += 1
+    def step(self, events: Sequence[Interaction]) -> int:
+        """Test the batch's eligible sampled events on the state before it, then learn it;
+        returns how many were tested."""
+        fresh = {e.item_id for e in events if self._is_new(e.item_id)}  # before learning
+        chosen: list[tuple[np.ndarray, int]] = []
+        tested = 0
+        for event in events:
+            if self.two_tower is not None:  # an item enters the space when first seen
+                self.two_tower.add([event.item_id])
+            if self._eligible(event) and self.rng.random() < self.sample_rate:
+                tested += 1
+                pair = self._test(event)
+                if pair is not None:
+                    chosen.append(pair)
+            self._remember(event)
+            self.slices.observe(event)
+        self.learner.learn(events)
+        self.store.apply(signal_batch(events, self.recent, fresh.__contains__))
+        for features, index in chosen:
+            self.ranker.learn(features, index, self.rng, self.ranker_params)
+        self.events += len(events)
         return tested
 
     def _eligible(self, event: Interaction) -> bool:
         state = self.learner.state
-        user_row = state.user_map.row(event.user_id, create=False)
-        item_row = state.item_map.row(event.item_id, create=False)
-        if user_row is None or item_row is None:
+        if state.user_map.row(event.user_id, create=False) is None:
             return False
-        return item_row not in self.learner.seen.get(user_row, ())
+        if state.item_map.row(event.item_id, create=False) is None:
+            return False
+        return event.item_id not in self.seen.get(event.user_id, ())
 
-    def _test(self, event: Interaction) -> None:
+    def _test(self, event: Interaction) -> tuple[np.ndarray, int] | None:
+        """Rank ``event`` with every ranker; the pool's features and the chosen row for the
+        ranker's step after the batch (None if the item was not a candidate)."""
         learner = self.learner
-        user_row = learner.state.user_map.row(event.user_id, create=False)
-        seen_rows = learner.seen.get(user_row, set()) if user_row is not None else set()
-        seen_ids = frozenset(i for i, _ in learner.item_ids_of_rows(sorted(seen_rows)))
+        seen_ids = frozenset(self.seen.get(event.user_id, ()))
         recent = tuple(self.history.get(event.user_id, ()))
         user = UserContext(event.user_id, recent, seen_ids)
-        popular_rows = learner.popularity.top(K, seen_rows, learner.n_item_rows)
+        seen_rows = learner.state.item_map.rows(list(seen_ids), create=False)
+        popular_rows = learner.popularity.top(
+            K, {int(r) for r in seen_rows if r >= 0}, learner.n_item_rows
+        )
         popular_ids = [i for i, _ in learner.item_ids_of_rows([int(r) for r in popular_rows])]
         self._record(POPULARITY, popular_ids, event)
         gathered = self.pipeline.gather(user)
@@ -187,26 +227,27 @@ class RankingReplay:
             user, K, event.ts, categories=self.categories, gathered=gathered
         )
         self._record(PIPELINE, [item.item_id for item in ranking.items], event)
-        pool = ranking.pool
-        if pool is not None and event.item_id in pool.item_ids:
-            chosen = pool.item_ids.index(event.item_id)
-            self.ranker.learn(pool.features, chosen, self.rng, self.ranker_params)
         tested = self.scores[PIPELINE].tested
         if tested % self.curve_every == 0:
             for score in self.scores.values():
                 score.curve.append((tested, score.moving.mean))
+        pool = ranking.pool
+        if pool is None or event.item_id not in pool.item_ids:
+            return None
+        return pool.features, pool.item_ids.index(event.item_id)
 
     def _record(self, name: str, ranked: list[str], event: Interaction) -> None:
         self.scores[name].record(ranked, event.item_id)
         self.slices.record(name, ranked, event)
 
     def run(
-        self, events: Iterable[Interaction], progress: Callable[[int], None] | None = None
+        self, events: Sequence[Interaction], progress: Callable[[int], None] | None = None
     ) -> None:
-        for event in events:
-            self.step(event)
+        for start in range(0, len(events), self.batch_size):
+            batch = events[start : start + self.batch_size]
+            self.step(batch)
             if progress is not None:
-                progress(1)
+                progress(len(batch))
 
     def report(self) -> dict[str, Any]:
         return {
@@ -214,5 +255,6 @@ class RankingReplay:
             # events whose item (user) had < 5 earlier interactions, the warm prefix included
             "slices": self.slices.report(),
             "events": self.events,
+            "batch_size": self.batch_size,
             "ranker": self.ranker.to_dict(),
         }

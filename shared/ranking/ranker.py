@@ -1,13 +1,17 @@
-"""A linear ranker over candidate features, trained with a pairwise (BPR) loss on the stream.
+"""A linear ranker over candidate features, trained online from the stream.
 
-For an event where the chosen item was among the candidates the pipeline would have served,
-each pair (chosen, not chosen) takes one SGD step on ``-log σ(w·(x_chosen - x_other))`` with
-L2 on ``w`` (Rendle et al., BPR). The not-chosen side is drawn among the ranker's current top
-30 candidates, the part of the list that decides recall@10 (a LambdaRank-like focus on the
-top). Always pairing with the very best-scored others made the weights collapse towards 0 on
-the synthetic stream (they are often items the user picks next: false negatives); drawing
-from the whole pool optimises AUC over mostly irrelevant candidates. Scoring is one float32 matrix-vector product:
-200 candidates × 15 features costs microseconds.
+For an event whose chosen item was among the candidates the pipeline would have served, the
+default step is listwise (a softmax over the whole candidate pool, as in ListNet / sampled
+softmax): ``-log p(chosen)`` with ``p = softmax(w·x)`` over the pool, L2 on ``w``. Its gradient
+``x_chosen - E_p[x]`` pushes down what the ranker currently puts on top, in proportion to how
+much it does, so it focuses on the head of the list without sampling negatives.
+The pairwise alternative (``loss="bpr"``, Rendle et al.) takes one SGD step on
+``-log σ(w·(x_chosen - x_other))`` per pair, the others drawn among the ranker's current top 30.
+Measured with ``scripts.evaluate_stream`` (micro-batches of 128): on the real MovieLens 100k
+(first 40k events) the pipeline's recall@10 was 0.0865 listwise against 0.0612 pairwise (the
+pairwise weights shrank towards 0: the top-30 others are often items the user picks next); on
+the synthetic stream 0.182 against 0.185 (NDCG@10 0.105 against 0.101).
+Scoring is one float32 matrix-vector product: 200 candidates × 15 features cost microseconds.
 
 Models are plain JSON (``{"version", "features", "weights", "pairs"}``) so a model trained with
 other sources still loads: features it lacks score 0 until the stream teaches them.
@@ -34,12 +38,18 @@ PRIOR_WEIGHTS: Mapping[str, float] = {
 }
 
 
+LISTWISE = "softmax"
+PAIRWISE = "bpr"
+
+
 @dataclass(frozen=True)
 class RankerParams:
     learning_rate: float = 0.05
     l2: float = 1e-4
+    loss: str = LISTWISE  # or PAIRWISE
+    # Pairwise only: others per step, drawn among the ranker's current top
+    # ``negatives_from_top`` (0 = anywhere in the pool).
     negatives: int = 10
-    # Negatives are drawn among the ranker's current top ``negatives_from_top`` (0 = anywhere).
     negatives_from_top: int = 30
 
 
@@ -87,10 +97,13 @@ class LinearRanker:
         rng: np.random.Generator,
         params: RankerParams = RankerParams(),
     ) -> float:
-        """One BPR step per (chosen, other) pair; returns the mean loss before the step."""
+        """One step for the pool ``features`` whose row ``chosen`` was engaged; returns the
+        loss before the step (listwise: ``-log p(chosen)``; pairwise: mean over pairs)."""
         n = features.shape[0]
         if n < 2:
             return 0.0
+        if params.loss == LISTWISE:
+            return self._learn_listwise(features, chosen, params)
         if params.negatives_from_top and params.negatives_from_top < n:
             window = np.argsort(-self.scores(features), kind="stable")[: params.negatives_from_top]
             drawn = window[rng.integers(0, window.size, params.negatives)]
@@ -108,6 +121,18 @@ class LinearRanker:
         self._weights32 = self.weights.astype(np.float32)
         self.pairs += int(others.size)
         return float(np.mean(np.log1p(np.exp(-np.clip(margins, -30.0, 30.0)))))
+
+    def _learn_listwise(self, features: np.ndarray, chosen: int, params: RankerParams) -> float:
+        x = features.astype(np.float64)
+        logits = x @ self.weights
+        logits -= logits.max()
+        p = np.exp(logits)
+        p /= p.sum()
+        grad = x[chosen] - p @ x
+        self.weights += params.learning_rate * (grad - params.l2 * self.weights)
+        self._weights32 = self.weights.astype(np.float32)
+        self.pairs += x.shape[0] - 1  # the chosen item against every other candidate
+        return float(-np.log(max(float(p[chosen]), 1e-300)))
 
     # ------------------------------------------------------------------ publishing
     def to_dict(self) -> dict[str, Any]:
