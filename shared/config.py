@@ -504,6 +504,8 @@ class RankingSettings:
     popular_candidates: int = setting("RANKING_POPULAR_CANDIDATES", 30, _parse_positive_int)
     new_item_candidates: int = setting("RANKING_NEW_ITEM_CANDIDATES", 20, _parse_positive_int)
     max_per_category: int = setting("RANKING_MAX_PER_CATEGORY", 0, _parse_non_negative_int)
+    # MMR's λ in the rerank (shared/ranking/rerank.py): 1 = relevance only (off).
+    mmr_lambda: float = setting("RANKING_MMR_LAMBDA", 1.0, _parse_fraction)
     lists_cache_s: float = setting("RANKING_LISTS_CACHE_S", 1.0, _parse_non_negative_float)
     ranker_learning_rate: float = setting(
         "RANKING_RANKER_LEARNING_RATE", 0.05, _parse_positive_float

@@ -209,6 +209,19 @@ def test_rerank_caps_items_per_category_and_fills_from_the_deferred():
     assert served(RerankRules(k=6, max_per_category=2)) == ["a", "b", "d", "e", "f", "c"]
 
 
+def test_rerank_mmr_trades_relevance_for_categories_not_shown_yet():
+    # relevance min-max scaled: a 1, b .8, c .6, d .4, e .2, f 0; same category = similarity 1
+    assert served(RerankRules(k=4, mmr_lambda=1.0)) == ["a", "b", "c", "d"]  # off
+    # λ .5: after a, b gains .4 - .5 < d's .2; after d, f (unknown category, never redundant)
+    # beats b; then b
+    assert served(RerankRules(k=4, mmr_lambda=0.5)) == ["a", "d", "f", "b"]
+    # λ .9: a second item of a category costs only .1, so b and c keep their places
+    assert served(RerankRules(k=3, mmr_lambda=0.9)) == ["a", "b", "c"]
+    # the other rules still apply first
+    assert served(RerankRules(k=3, mmr_lambda=0.5), seen={"a"}) == ["b", "d", "f"]
+    assert served(RerankRules(k=5, mmr_lambda=0.0, category="x")) == ["a", "b", "c"]
+
+
 # -- the pipeline ------------------------------------------------------------------------------
 
 
@@ -237,3 +250,25 @@ def test_pipeline_ranks_the_remaining_sources_when_one_fails_and_explains():
     first = ranking.items[0]
     assert first.sources == {"gmf": 0}
     assert first.contributions and first.contributions[0][0] == "rank:gmf"
+
+
+def test_pipeline_applies_mmr_with_the_categories_it_looks_up():
+    store = MemoryRankingStore(LIMITS)
+    hits = [("x1", 1.0), ("x2", 0.9), ("x3", 0.8), ("y1", 0.7)]
+    categories = {"x1": "x", "x2": "x", "x3": "x", "y1": "y"}
+    looked_up: list[set[str]] = []
+
+    def lookup(ids):
+        looked_up.append(set(ids))
+        return {i: categories[i] for i in ids if i in categories}
+
+    def served(mmr_lambda: float) -> list[str]:
+        pipeline = RankingPipeline([GMFCandidates(lambda user, n: hits[:n])], store,
+                                   lambda: LinearRanker(pipeline.names), {},
+                                   mmr_lambda=mmr_lambda)
+        ranking = pipeline.rank(UserContext.of("u", []), 3, T0, categories=lookup)
+        return [item.item_id for item in ranking.items]
+
+    assert served(1.0) == ["x1", "x2", "x3"]
+    assert served(0.5) == ["x1", "y1", "x2"]
+    assert looked_up[-1] == set(categories)

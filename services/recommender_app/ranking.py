@@ -7,7 +7,9 @@ lists from an in-process cache), scores every candidate with the published ranke
 Every Redis call goes through the request's :class:`Guard` and budget: when Redis is down those
 sources drop out (``degraded``) and the GMF candidates are still ranked. The ranker is re-read
 from Redis ``ranker:model`` at most every ``RECSYS_RANKING_LISTS_CACHE_S`` and swapped when
-its version changes.
+its version changes. The diversity rules (``RECSYS_RANKING_MAX_PER_CATEGORY``,
+``RECSYS_RANKING_MMR_LAMBDA``) need the candidates' categories: one metadata lookup, made only
+when a rule is on.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class ServingRanking:
         self._candidates = candidates_per_source(settings)
         self.gmf_candidates = settings.gmf_candidates
         self.max_per_category = settings.max_per_category
+        self.mmr_lambda = settings.mmr_lambda
         self._ranker: LinearRanker | None = None
         self._ranker_checked_at = float("-inf")
 
@@ -127,6 +130,7 @@ class ServingRanking:
             self._candidates,
             self._settings.max_per_category,
             source_errors=(DependencyDown,),
+            mmr_lambda=self._settings.mmr_lambda,
         )
         ranker = self._current_ranker(pipeline.names, budget)
         ranking = pipeline.rank(

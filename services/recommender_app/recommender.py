@@ -243,7 +243,8 @@ class Recommender:
             return {i: str(m["category"]) for i, m in known.items() if m.get("category")}
 
         # Metadata of every candidate costs a lookup: only when a rule needs categories.
-        needs_categories = filters.category is not None or stage.max_per_category > 0
+        needs_categories = (filters.category is not None or stage.max_per_category > 0
+                            or stage.mmr_lambda < 1.0)
         deleted = self._deleted.current() if self._deleted is not None else frozenset()
         ranking = stage.rank(
             UserContext.of(user_id, seen),

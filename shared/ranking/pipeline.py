@@ -62,6 +62,7 @@ class RankingPipeline:
     candidates : items asked of each source by name (:func:`candidates_per_source`;
         :data:`DEFAULT_CANDIDATES_PER_SOURCE` for a source not listed)
     max_per_category : the diversity cap of :mod:`shared.ranking.rerank` (0 = off)
+    mmr_lambda : MMR's λ of :mod:`shared.ranking.rerank` (1 = off)
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class RankingPipeline:
         candidates: Mapping[str, int] | None = None,
         max_per_category: int = 0,
         source_errors: tuple[type[BaseException], ...] = (Exception,),
+        mmr_lambda: float = 1.0,
     ) -> None:
         self.sources = list(sources)
         self.source_names = [s.name for s in self.sources]
@@ -80,6 +82,7 @@ class RankingPipeline:
         self._ranker = ranker
         self._candidates = dict(candidates or {})
         self.max_per_category = max_per_category
+        self.mmr_lambda = mmr_lambda
         self._source_errors = source_errors
 
     def gather(self, user: UserContext) -> Gathered:
@@ -145,7 +148,9 @@ class RankingPipeline:
             known = dict(categories or {})
         pool = self.pool(user, gathered, now_ms, known)
         scores = ranker.scores(pool.features) if pool.item_ids else pool.features[:, 0]
-        rules = RerankRules(k, frozenset(exclude), category, self.max_per_category)
+        rules = RerankRules(
+            k, frozenset(exclude), category, self.max_per_category, self.mmr_lambda
+        )
         chosen = rerank(pool.item_ids, scores, user.seen, known, rules)
         items = [
             RankedItem(
