@@ -31,6 +31,7 @@ from tqdm import tqdm
 from services.incremental_trainer.learner import Learner, ModelState
 from services.incremental_trainer.offline import interactions, warm_start
 from services.incremental_trainer.ranking_replay import DEFAULT_BATCH_SIZE, RankingReplay
+from services.incremental_trainer.space_replay import ReplaySpace, train_triplet_space
 from services.incremental_trainer.stream_slices import TwoTowerRanker
 from shared import snapshots
 from shared.atomic import write_text_atomic
@@ -66,9 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, default=None,
                    help="write a PNG of the moving-window recall@10 curves here")
     p.add_argument("--two-tower", action="store_true",
-                   help="also rank with the two-tower cold-start model trained on the warm "
-                        "prefix (needs --warm-fraction; item features from --items or "
+                   help="add the two-tower space, trained on the warm prefix, as a candidate "
+                        "source (needs --warm-fraction; item features from --items or "
                         "MovieLens's item file beside --input)")
+    p.add_argument("--triplet", action="store_true",
+                   help="add the triplet item-to-item space, trained on the warm prefix, as a "
+                        "candidate source (needs --warm-fraction; features as --two-tower)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -100,16 +104,24 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     if args.warm_fraction > 0:
         prefix, stream = chronological_split(frame, args.warm_fraction)
     learner = _learner(settings, unique_pairs(prefix) if len(prefix) else None, args.seed)
-    two_tower, two_tower_fit = None, None
+    spaces: list[ReplaySpace] = []
+    fits: dict[str, Any] = {}
+    if (args.two_tower or args.triplet) and not len(prefix):
+        raise ValueError("--two-tower and --triplet need --warm-fraction > 0 to train on")
+    if args.two_tower or args.triplet:
+        items = _space_items(args, items)
     if args.two_tower:
-        if not len(prefix):
-            raise ValueError("--two-tower needs --warm-fraction > 0 to train on")
-        two_tower, two_tower_fit = _two_tower(args, prefix, items)
+        two_tower, fits["two_tower"] = _two_tower(args, prefix, items)
+        spaces.append(two_tower)
+    if args.triplet:
+        triplet, fits["triplet"] = train_triplet_space(prefix, items, args.seed,
+                                                       not args.no_progress)
+        spaces.append(triplet)
     replay = RankingReplay(learner, settings.ranking, settings.redis.popularity_half_life_s,
                            sample_rate=args.sample_rate, categories=categories,
                            window=args.window, seed=args.seed,
                            seen_list_length=settings.redis.seen_list_length,
-                           two_tower=two_tower, batch_size=args.batch_size)
+                           batch_size=args.batch_size, spaces=spaces)
     if len(prefix):
         warm_start(learner, prefix)
         replay.warm(interactions(prefix))
@@ -119,8 +131,7 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     with tqdm(total=len(events), unit="ev", disable=args.no_progress, mininterval=1.0) as bar:
         replay.run(events, bar.update)
     report = replay.report()
-    if two_tower_fit is not None:
-        report["two_tower"] = two_tower_fit
+    report.update(fits)  # "two_tower", "triplet": how each space was trained
     report.update({"input": str(args.input), "format": args.format,
                    "warm_fraction": args.warm_fraction, "sample_rate": args.sample_rate,
                    "streamed_events": len(events), "batch_size": args.batch_size})
@@ -129,12 +140,17 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     return report
 
 
+def _space_items(args: argparse.Namespace, items: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Item features: --items, else MovieLens's item file beside --input when there is one."""
+    if items is not None:
+        return items
+    found = movielens_item_file(args.input)
+    return items_from_args(args, found) if found is not None else None
+
+
 def _two_tower(args: argparse.Namespace, prefix: pd.DataFrame, items: pd.DataFrame | None
                ) -> tuple[TwoTowerRanker, dict[str, Any]]:
-    """The two-tower ranker trained on ``prefix``, its items embedded as of the prefix's end."""
-    if items is None:
-        found = movielens_item_file(args.input)
-        items = items_from_args(args, found) if found is not None else None
+    """The two-tower space trained on ``prefix``, its items embedded as of the prefix's end."""
     metadata = {str(r["item_id"]): r for r in items.to_dict("records")} if items is not None else {}
     encoder, fit, size = train_two_tower(prefix, metadata, TwoTowerConfig(
         seed=args.seed, progress=not args.no_progress))

@@ -89,7 +89,7 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys):
     assert "warm-fraction" in capsys.readouterr().err
 
 
-def test_two_tower_ranker_and_cold_start_slices(tmp_path: Path) -> None:
+def test_two_tower_and_triplet_spaces_as_sources_and_cold_start_slices(tmp_path: Path) -> None:
     from shared.data import SyntheticConfig, generate
     from shared.data.movielens_writer import write_movielens_100k
 
@@ -97,18 +97,25 @@ def test_two_tower_ranker_and_cold_start_slices(tmp_path: Path) -> None:
     write_movielens_100k(frame, items, tmp_path)  # u.item beside u.data: found by name
     out = tmp_path / "report.json"
     assert evaluate_stream.main(["--input", str(tmp_path / "u.data"), "--warm-fraction", "0.6",
-                                 "--two-tower", "--no-progress", "--report", str(out)]) == 0
+                                 "--two-tower", "--triplet", "--no-progress",
+                                 "--report", str(out)]) == 0
     report = json.loads(out.read_text())
     assert "two_tower" in report["rankers"] and report["two_tower"]["items_with_features"] == 80
+    assert report["triplet"]["n_pairs"] > 0 and report["triplet"]["features"]
+    # each space is a source of the pipeline: measured alone, and a column of the ranker
+    assert RANKERS | {"two_tower", "triplet"} == set(report["rankers"])
+    assert {"rank:two_tower", "rank:triplet"} <= set(report["ranker"]["features"])
+    assert report["rankers"]["triplet"]["recall_at_10"] > 0
     assert set(report["slices"]) == {"cold_items", "cold_users"}
     for part in report["slices"].values():
-        assert "two_tower" in part and "pipeline" in part
+        assert {"two_tower", "triplet", "pipeline"} <= set(part)
     tested = report["rankers"]["two_tower"]["tested"]
     assert 0 < report["slices"]["cold_users"]["two_tower"]["tested"] <= tested
     assert report["rankers"]["two_tower"]["tested"] == report["rankers"]["pipeline"]["tested"]
-    # without a warm prefix there is nothing to train the two towers on
-    assert evaluate_stream.main(["--input", str(tmp_path / "u.data"), "--two-tower",
-                                 "--no-progress"]) == 2
+    # without a warm prefix there is nothing to train the spaces on
+    for flag in ("--two-tower", "--triplet"):
+        assert evaluate_stream.main(["--input", str(tmp_path / "u.data"), flag,
+                                     "--no-progress"]) == 2
 
 
 @pytest.mark.parametrize("batch_size", [1, 8])

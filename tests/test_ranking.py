@@ -20,6 +20,11 @@ from shared.ranking.pipeline import RankingPipeline
 from shared.ranking.ranker import LISTWISE, PAIRWISE, LinearRanker, RankerParams
 from shared.ranking.rerank import RerankRules, rerank
 from shared.ranking.signals import RecentItems, signal_batch
+from shared.ranking.space_sources import (
+    InMemorySpace,
+    TripletSpaceCandidates,
+    TwoTowerSpaceCandidates,
+)
 from shared.ranking.stores import GlobalLists, MemoryRankingStore, StoreLimits
 
 HOUR_MS = 3_600_000
@@ -272,3 +277,58 @@ def test_pipeline_applies_mmr_with_the_categories_it_looks_up():
     assert served(1.0) == ["x1", "x2", "x3"]
     assert served(0.5) == ["x1", "y1", "x2"]
     assert looked_up[-1] == set(categories)
+
+
+# -- vector-space sources -----------------------------------------------------------------------
+
+
+def _space() -> InMemorySpace:
+    space = InMemorySpace(2)
+    s = 2 ** -0.5
+    space.add(["east", "north", "north_east", "west"],
+              np.array([[1, 0], [0, 1], [s, s], [-1, 0]], dtype=np.float32))
+    return space
+
+
+def test_in_memory_space_answers_nearest_items_and_similar_items_without_the_item_itself():
+    space = _space()
+    assert [i for i, _ in space.search(np.array([1.0, 0.0]), 2)] == ["east", "north_east"]
+    assert [i for i, _ in space.similar("east", 3)] == ["north_east", "north", "west"]
+    assert space.similar("unknown", 3) == []
+    space.add(["west"], np.array([[0.0, 1.0]]))  # a re-embedded item replaces its vector
+    assert len(space) == 4 and space.similar("north", 1)[0][0] == "west"
+
+
+def test_triplet_source_proposes_neighbours_of_the_newest_items():
+    space = _space()
+    newest_only = TripletSpaceCandidates(space.similar)
+    assert [i for i, _ in newest_only.fetch(UserContext.of("u", ["east", "north"]), 2)] == [
+        "north_east", "north"]
+    both = TripletSpaceCandidates(space.similar, anchors=2)
+    # west's nearest is north (cosine 0); north's is north_east (0.71, counted 1/2)
+    assert both.fetch(UserContext.of("u", ["west", "north"]), 1)[0][0] == "north_east"
+    assert newest_only.fetch(UserContext.of("u", ["west", "north"]), 1)[0][0] == "north"
+    assert newest_only.fetch(UserContext.of("u", []), 5) == []
+    assert newest_only.fetch(UserContext.of("u", ["not in the space"]), 5) == []
+
+
+def test_space_sources_missing_space_is_no_answer_and_an_outage_is_a_failed_source():
+    store = MemoryRankingStore(LIMITS)
+    store.apply(signal_batch([ev("v", "p1", T0)], RecentItems(), lambda _i: False))
+    space = _space()
+    no_model = TwoTowerSpaceCandidates(lambda user: None, space.search)
+
+    def down(query: np.ndarray, n: int) -> list[tuple[str, float]]:
+        raise ConnectionError("faiss_app down")
+
+    for two_tower, failed in ((no_model, []), (TwoTowerSpaceCandidates(
+            lambda user: np.array([0.0, 1.0]), down), ["two_tower"])):
+        names = feature_names(["popular", "two_tower"])
+        pipeline = RankingPipeline([PopularCandidates(store), two_tower], store,
+                                   lambda names=names: LinearRanker(names), {})
+        ranking = pipeline.rank(UserContext.of("u", ["east"]), 3, T0 + 1)
+        assert ranking.failed == failed
+        assert [item.item_id for item in ranking.items] == ["p1"]
+    working = TwoTowerSpaceCandidates(lambda user: np.array([0.0, 1.0]), space.search)
+    assert [i for i, _ in working.fetch(UserContext.of("u", ["east"]), 2)] == [
+        "north", "north_east"]

@@ -33,10 +33,11 @@ import numpy as np
 from services.incremental_trainer.learner import UPDATE_CHUNK, Learner
 from services.incremental_trainer.prequential import MovingMean
 from services.incremental_trainer.ranking_signals import learner_sources
-from services.incremental_trainer.stream_slices import SliceScores, TwoTowerRanker
+from services.incremental_trainer.space_replay import ReplaySpace
+from services.incremental_trainer.stream_slices import SliceScores
 from shared.config import RankingSettings
 from shared.events import Interaction
-from shared.ranking.candidates import CandidateSource, UserContext
+from shared.ranking.candidates import UserContext
 from shared.ranking.pipeline import RankingPipeline, candidates_per_source
 from shared.ranking.ranker import LinearRanker, RankerParams
 from shared.ranking.signals import RecentItems, signal_batch
@@ -98,8 +99,8 @@ class RankingReplay:
     categories : item id → category where known (features, never the rerank filter here)
     window : size of the moving windows of the curves
     batch_size : events per micro-batch (1 = event by event)
-    extra_sources : candidate sources beyond the trainer's own (two-tower, triplet spaces),
-        ranked by the pipeline and measured alone
+    spaces : learned vector spaces (two-tower, triplet) trained on the warm prefix: more
+        candidate sources, each measured alone and ranked by the pipeline
     """
 
     def __init__(
@@ -112,21 +113,22 @@ class RankingReplay:
         window: int = 2000,
         seed: int = 0,
         seen_list_length: int = 200,
-        two_tower: TwoTowerRanker | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        extra_sources: Sequence[CandidateSource] = (),
+        spaces: Sequence[ReplaySpace] = (),
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.learner = learner
         self.batch_size = batch_size
-        self.two_tower = two_tower  # a ranker of its own, measured beside the pipeline
+        self.spaces = list(spaces)
+        self._now_ms = 0  # time of the event being tested (the two-tower query's context)
         self.slices = SliceScores()
         self.store = MemoryRankingStore(
             store_limits(ranking, popular_half_life_s),
             refresh_every=max(1, LISTS_REFRESH_EVENTS // batch_size),
         )
-        self.sources = [*learner_sources(learner, self.store), *extra_sources]
+        self.sources = [*learner_sources(learner, self.store),
+                        *(space.source(lambda: self._now_ms) for space in self.spaces)]
         self.ranker = LinearRanker([])  # replaced below once the feature layout is known
         self.pipeline = RankingPipeline(
             self.sources,
@@ -145,8 +147,7 @@ class RankingReplay:
         self.sample_rate = sample_rate
         self.categories = categories or {}
         self.rng = np.random.default_rng(seed)
-        names = [POPULARITY, *(s.name for s in self.sources),
-                 *([two_tower.name] if two_tower is not None else []), PIPELINE]
+        names = [POPULARITY, *(s.name for s in self.sources), PIPELINE]
         self.scores = {name: RankerScore(window) for name in names}
         self.events = 0
         self.curve_every = max(1, window // 4)
@@ -180,8 +181,8 @@ class RankingReplay:
         chosen: list[tuple[np.ndarray, int]] = []
         tested = 0
         for event in events:
-            if self.two_tower is not None:  # an item enters the space when first seen
-                self.two_tower.add([event.item_id])
+            for space in self.spaces:  # an item enters the spaces when first seen
+                space.add([event.item_id])
             if self._eligible(event) and self.rng.random() < self.sample_rate:
                 tested += 1
                 pair = self._test(event)
@@ -211,6 +212,7 @@ class RankingReplay:
         seen_ids = frozenset(self.seen.get(event.user_id, ()))
         recent = tuple(self.history.get(event.user_id, ()))
         user = UserContext(event.user_id, recent, seen_ids)
+        self._now_ms = event.ts
         seen_rows = learner.state.item_map.rows(list(seen_ids), create=False)
         popular_rows = learner.popularity.top(
             K, {int(r) for r in seen_rows if r >= 0}, learner.n_item_rows
@@ -220,9 +222,6 @@ class RankingReplay:
         gathered = self.pipeline.gather(user)
         for name, hits in gathered.lists.items():
             self._record(name, [i for i, _ in hits[:K]], event)
-        if self.two_tower is not None:
-            self._record(self.two_tower.name,
-                         self.two_tower.rank(event.user_id, recent, seen_ids, event.ts), event)
         ranking = self.pipeline.rank(
             user, K, event.ts, categories=self.categories, gathered=gathered
         )

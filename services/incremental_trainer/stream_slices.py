@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,8 @@ import numpy as np
 from shared.evaluation.cold_start import COLD_ITEMS, COLD_THRESHOLD, COLD_USERS
 from shared.events import Interaction
 from shared.model.two_tower_snapshot import TwoTowerEncoder
+from shared.ranking.candidates import UserContext
+from shared.ranking.space_sources import TWO_TOWER, TwoTowerSpaceCandidates
 
 K = 10
 
@@ -75,7 +77,7 @@ class SliceScores:
 class TwoTowerRanker:
     """Top-k of the two-tower space for a user at an event, over the items seen so far."""
 
-    name = "two_tower"
+    name = TWO_TOWER
 
     def __init__(
         self,
@@ -107,6 +109,23 @@ class TwoTowerRanker:
             self._position[item_id] = len(self._ids)
             self._ids.append(item_id)
         self._vectors = np.vstack([self._vectors, vectors])
+
+    def source(self, now_ms: Callable[[], int]) -> TwoTowerSpaceCandidates:
+        """This space as a source of the ranking pipeline: the user's query vector at
+        ``now_ms()`` against every item embedded so far (the pipeline leaves seen items out)."""
+
+        def query(user: UserContext) -> np.ndarray:
+            return self._encoder.query_vectors([user.user_id or ""], [list(user.recent)],
+                                               [now_ms()])[0]  # fmt: skip
+
+        def search(vector: np.ndarray, n: int) -> list[tuple[str, float]]:
+            if not self._ids:
+                return []
+            scores = self._vectors @ vector
+            top = np.argsort(-scores, kind="stable")[:n]
+            return [(self._ids[j], float(scores[j])) for j in top]
+
+        return TwoTowerSpaceCandidates(query, search)
 
     def rank(
         self,
