@@ -185,6 +185,18 @@ def _parse_spaces(raw: str) -> str:
     return ",".join(part.strip() for part in raw.split(",") if part.strip())
 
 
+# Vector spaces the ranking stage can take candidates from (shared/ranking/space_sources.py).
+RANKING_SPACE_SOURCES = ("two_tower", "triplet")
+
+
+def _parse_space_sources(raw: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    unknown = [n for n in names if n not in RANKING_SPACE_SOURCES]
+    if unknown:
+        raise ValueError(f"unknown {unknown}; expects any of {', '.join(RANKING_SPACE_SOURCES)}")
+    return names
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -506,6 +518,9 @@ class RankingSettings:
     max_per_category: int = setting("RANKING_MAX_PER_CATEGORY", 0, _parse_non_negative_int)
     # MMR's λ in the rerank (shared/ranking/rerank.py): 1 = relevance only (off).
     mmr_lambda: float = setting("RANKING_MMR_LAMBDA", 1.0, _parse_fraction)
+    # Vector spaces asked for candidates too (comma list of two_tower, triplet). Off by default:
+    # the trainer's ranker does not learn their features yet (they score 0 until it does).
+    space_sources: tuple[str, ...] = setting("RANKING_SPACE_SOURCES", (), _parse_space_sources)
     lists_cache_s: float = setting("RANKING_LISTS_CACHE_S", 1.0, _parse_non_negative_float)
     ranker_learning_rate: float = setting(
         "RANKING_RANKER_LEARNING_RATE", 0.05, _parse_positive_float

@@ -17,7 +17,13 @@ from shared.ranking.candidates import (
 from shared.ranking.co_engagement import CoEngagement
 from shared.ranking.features import build_pool, feature_names
 from shared.ranking.pipeline import RankingPipeline
-from shared.ranking.ranker import LISTWISE, PAIRWISE, LinearRanker, RankerParams
+from shared.ranking.ranker import (
+    LISTWISE,
+    PAIRWISE,
+    PRIOR_WEIGHTS,
+    LinearRanker,
+    RankerParams,
+)
 from shared.ranking.rerank import RerankRules, rerank
 from shared.ranking.signals import RecentItems, signal_batch
 from shared.ranking.space_sources import (
@@ -177,6 +183,8 @@ def test_ranker_json_round_trip_onto_another_feature_layout():
     loaded = LinearRanker.from_json(ranker.to_json(), ["b", "c"])
     assert loaded.version == "v1" and loaded.pairs == 7
     assert loaded.weights.tolist() == [-1.0, 0.0]  # unknown feature starts at 0
+    with_source = LinearRanker.from_json(ranker.to_json(), ["a", "rank:triplet"])
+    assert with_source.weights.tolist() == [0.5, PRIOR_WEIGHTS["rank:triplet"]]  # its prior
     with pytest.raises(ValueError, match="malformed"):
         LinearRanker.from_json("{not json", ["a"])
     with pytest.raises(ValueError, match="non-finite"):

@@ -32,6 +32,7 @@ from services.recommender_app.resources import (
     ReadyResource,
     RecommendResource,
 )
+from services.recommender_app.space_candidates import ServingSpaceSources
 from services.recommender_app.spool import Spool
 from services.recommender_app.spool_sender import SpoolSender
 from services.recommender_app.two_tower import (
@@ -132,8 +133,13 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
     catalogue = CatalogueApi(settings, deps, NewItemVectors(
         two_tower, deps.producer, settings.kafka.item_vectors_topic,
         settings.catalogue.tombstone_timeout_s))
+    spaces = (
+        ServingSpaceSources(settings.ranking.space_sources, deps.faiss, two_tower)
+        if settings.ranking.space_sources else None
+    )
     ranking = (
-        ServingRanking(deps.redis, settings.ranking, guard) if settings.ranking.enabled else None
+        ServingRanking(deps.redis, settings.ranking, guard, spaces=spaces)
+        if settings.ranking.enabled else None
     )
     if rec.local_search and deps.local_index is None:
         from services.recommender_app.local_index import LocalIndex  # FAISS: only when used

@@ -21,6 +21,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 import redis
 
 from services.recommender_app.resilience import Budget, DependencyDown, Guard
+from services.recommender_app.space_candidates import SPACE_SOURCES, ServingSpaceSources
 from shared.config import RankingSettings
 from shared.ranking.candidates import (
     CandidateSource,
@@ -65,11 +66,13 @@ class ServingRanking:
         settings: RankingSettings,
         guard: Guard,
         clock: Callable[[], float] = time.monotonic,
+        spaces: ServingSpaceSources | None = None,
     ) -> None:
         self._redis = r
         self._settings = settings
         self._guard = guard
         self._clock = clock
+        self._spaces = spaces
         self._store = ranking_store.RedisRankingStore(r, settings.list_length, settings.lists_cache_s)
         self._candidates = candidates_per_source(settings)
         self.gmf_candidates = settings.gmf_candidates
@@ -114,7 +117,8 @@ class ServingRanking:
         categories: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
         explain: bool = False,
     ) -> Ranking:
-        """Rank for ``user``; a failed Redis source is named ``redis`` in ``failed``."""
+        """Rank for ``user``; ``failed`` names the dependency of each failed source (``redis``,
+        or ``faiss`` for the vector-space sources)."""
         store = _GuardedStore(self._store, self._guard, budget)
         sources: list[CandidateSource] = [
             GMFCandidates(lambda _user, n: gmf_hits[:n]),
@@ -123,6 +127,8 @@ class ServingRanking:
             PopularCandidates(store),
             NewItemCandidates(store),
         ]
+        if self._spaces is not None:
+            sources.extend(self._spaces.sources(self._guard, budget, now_ms))
         pipeline = RankingPipeline(
             sources,
             store,
@@ -142,5 +148,6 @@ class ServingRanking:
             categories=categories,
             explain=explain,
         )
-        ranking.failed = ["redis"] if ranking.failed else []
+        ranking.failed = sorted({"faiss" if name in SPACE_SOURCES else "redis"
+                                 for name in ranking.failed})
         return ranking

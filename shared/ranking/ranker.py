@@ -14,7 +14,8 @@ the synthetic stream 0.182 against 0.185 (NDCG@10 0.105 against 0.101).
 Scoring is one float32 matrix-vector product: 200 candidates × 15 features cost microseconds.
 
 Models are plain JSON (``{"version", "features", "weights", "pairs"}``) so a model trained with
-other sources still loads: features it lacks score 0 until the stream teaches them.
+other sources still loads: features it lacks keep their prior weight (0 for most), so a source
+added at serving before the trainer learns it still counts a little.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ PRIOR_WEIGHTS: Mapping[str, float] = {
     "rank:popular": 0.3,
     "rank:trending": 0.3,
     "rank:new_items": 0.1,
+    "rank:two_tower": 0.5,
+    "rank:triplet": 0.5,
 }
 
 
@@ -153,7 +156,8 @@ class LinearRanker:
 
     @classmethod
     def from_json(cls, raw: str | bytes, names: Sequence[str]) -> LinearRanker:
-        """Load a published model onto the feature layout ``names`` (unknown features: 0).
+        """Load a published model onto the feature layout ``names`` (features it lacks: their
+        prior weight, 0 for most).
 
         Raises ValueError on malformed JSON or non-finite weights.
         """
@@ -166,5 +170,7 @@ class LinearRanker:
             raise ValueError(f"malformed ranker model: {exc}") from exc
         if not all(math.isfinite(w) for w in stored.values()):
             raise ValueError("ranker model has non-finite weights")
-        weights = np.array([stored.get(name, 0.0) for name in names], dtype=np.float64)
+        weights = np.array(
+            [stored.get(name, PRIOR_WEIGHTS.get(name, 0.0)) for name in names], dtype=np.float64
+        )
         return cls(names, weights, version, pairs)
