@@ -102,6 +102,8 @@ CATCH_UP_CHUNK = 10_000
 # outage longer than this restarts the process, which resumes from the last snapshot).
 DELIVERY_RETRY_S = 120.0
 LAG_EVERY_S = 2.0
+# Snapshot interval after a start until the lag first reads 0 (see run).
+CATCH_UP_S = 2.0
 
 
 def _unexpected(exc: Exception) -> str:
@@ -374,7 +376,7 @@ class Trainer:
                 trainer.batch_max_ms / 1000.0,
                 self.stop,
             )
-            learned_since_start = False
+            learned_since_start = caught_up = False
             for batch in batches:
                 self.process(batch)
                 if "first_batch" not in self.timing.milestones:
@@ -389,6 +391,13 @@ class Trainer:
                     self.snapshot("first")
                 elif time.monotonic() - self.last_snapshot_at >= trainer.snapshot_interval_s:
                     self.snapshot("interval")
+                elif not caught_up and time.monotonic() - self.last_snapshot_at >= CATCH_UP_S:
+                    # Still replaying (or draining a backlog) after a start: durable progress
+                    # every few seconds until caught up. With only the "first" one a trainer
+                    # killed every few seconds kept one batch per start and replayed ever more
+                    # (bench_ingestion kills: the last start replayed 10k events).
+                    self.snapshot("catching_up")
+                caught_up = caught_up or self.lag == 0
             if not self.users.flush(USERS_FLUSH_TIMEOUT_S):
                 log.warning(
                     "MongoDB users still behind after %.0f s: the next start catches up",
