@@ -57,7 +57,7 @@ from typing import Any, cast
 
 import redis
 import requests
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from tqdm import tqdm
 
 from scripts import localstack, poison_pills
@@ -65,7 +65,7 @@ from scripts.private_kafka import PrivateKafka
 from scripts.processes import ManagedProcess, start_gunicorn
 from shared.config import Settings
 from shared.events import Interaction
-from shared.kafka import ensure_topics, flush_or_raise, make_producer, produce_blocking
+from shared.kafka import ensure_topics, flush_or_raise, make_producer
 from shared.storage import mongo, ranking_store, redis_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -356,24 +356,52 @@ def drain_and_stop(env: dict[str, str], work: Path, status: Path, total: int) ->
 def produce_events(settings: Settings, events: list[Interaction], rate: float | None,
                    raw: Sequence[tuple[int, bytes]] = ()) -> None:  # fmt: skip
     """Produce ``events`` (keyed by user) at ``rate``/s (None: at once); ``raw`` records are
-    inserted before the event of their index."""
+    inserted before the event of their index. A record the broker did not take is sent again
+    (the stream must hold every record the figures count)."""
     # Room for the 10 MB pill (the broker takes it; librdkafka's default limit is 1 MB).
     producer = make_producer(settings.kafka, **{"message.max.bytes": poison_pills.TEN_MB << 1})
     topic = settings.kafka.interactions_topic
+    failed: list[tuple[bytes, bytes, str]] = []
+
+    def sent(key: bytes, value: bytes) -> Callable[[KafkaError | None, Message], None]:
+        def report(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                failed.append((key, value, str(err)))
+        return report
+
+    def send(key: bytes, value: bytes) -> None:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=sent(key, value))
+                return
+            except BufferError:
+                producer.poll(0.05)
+
     raw_at: dict[int, list[bytes]] = defaultdict(list)
     for index, value in raw:
         raw_at[index].append(value)
     started = time.monotonic()
     for n, event in enumerate(events):
         for value in raw_at.get(n, ()):
-            produce_blocking(producer, topic, b"pill", value)
+            send(b"pill", value)
         if rate:
             pause = started + n / rate - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-        produce_blocking(producer, topic, event.user_id.encode(), event.to_bytes())
+        send(event.user_id.encode(), event.to_bytes())
         producer.poll(0)
     flush_or_raise(producer, 60.0)
+    for _ in range(3):
+        if not failed:
+            return
+        again, failed[:] = list(failed), []
+        print(f"{len(again)} records not taken by the broker ({again[0][2]}): sending again",
+              flush=True)  # fmt: skip
+        for key, value, _ in again:
+            send(key, value)
+        flush_or_raise(producer, 60.0)
+    if failed:
+        raise RuntimeError(f"{len(failed)} records could not be produced: {failed[0][2]}")
 
 
 def scores(r: redis.Redis, key: str) -> dict[str, float]:
@@ -520,7 +548,7 @@ def pills(args: argparse.Namespace) -> dict[str, Any]:
             total = len(events) + len(raw)
             drained = wait_until(
                 lambda: sum(read_status(status).get("positions", {}).values()) >= total,
-                600, proc,
+                240, proc,
             )  # fmt: skip
             drain_s = time.monotonic() - started
             alive = proc.poll() is None
