@@ -35,11 +35,14 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import (
     CheckFunction,
     content_type_conformance,
+    ignored_auth,
+    missing_required_header,
     negative_data_rejection,
     positive_data_acceptance,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 from schemathesis.core.result import Err
 from schemathesis.generation import GenerationMode
@@ -52,7 +55,10 @@ REQUIRED_CHECKS: list[CheckFunction] = [
     status_code_conformance, content_type_conformance, response_schema_conformance,
     response_headers_conformance,
 ]  # fmt: skip
-STRICT_CHECKS: list[CheckFunction] = [positive_data_acceptance, negative_data_rejection]
+STRICT_CHECKS: list[CheckFunction] = [
+    positive_data_acceptance, negative_data_rejection, unsupported_method, ignored_auth,
+    missing_required_header,
+]  # fmt: skip
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 STRICT_PREFIX = "strict: "
 SERVER_ERROR_SUFFIXES = tuple(f" {code}" for code in range(500, 600) if code != 503)
@@ -191,11 +197,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "faiss_app and recommender_app of its own")
     parser.add_argument("--header", action="append", default=[],
                         help="'Name: value' sent with every request to --url apps")
+    parser.add_argument("--only", choices=("recommender_app", "faiss_app"),
+                        help="fuzz one of the apps started here (default: both, one after "
+                        "the other)")
     parser.add_argument("--examples", type=int, default=50,
                         help="examples per operation and mode in one round (default: 50)")
     parser.add_argument("--all-checks", action="store_true",
-                        help="also schemathesis' positive_data_acceptance and "
-                        "negative_data_rejection (reported, not required)")
+                        help="also schemathesis' stricter checks (STRICT_CHECKS: valid data "
+                        "accepted, invalid rejected, 405s, auth): reported, not required")
     parser.add_argument("--report", type=Path, default=REPORTS / "fuzz_api.json",
                         help="where the JSON report goes (default: reports/fuzz_api.json)")
     args = parser.parse_args(argv)
@@ -205,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets, stack = [(url, headers) for url in args.url], None
         else:
             stack, targets = _own_stack(Path(tmp))
+            if args.only:
+                targets = [targets[0 if args.only == "recommender_app" else 1]]
         try:
             reports = [fuzz(url, headers, args.examples, args.minutes * 60, args.all_checks, True)
                        for url, headers in targets]

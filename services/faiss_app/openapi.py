@@ -83,7 +83,8 @@ def build_spec(limits: FaissSettings, spaces: tuple[str, ...]) -> dict[str, Any]
                     "200": json_answer("one result per query, best first",
                                  {"$ref": "#/components/schemas/SearchAnswer"}),
                     "400": error("malformed body, wrong dimension, k out of range, too many "
-                                  "queries or excluded ids, non-finite values"),
+                                 "queries or excluded ids, non-finite values, or values so "
+                                 "large that a score overflows float32"),
                     "404": _UNKNOWN_SPACE,
                     "413": too_large,
                     "503": _NOT_LOADED,

@@ -14,7 +14,7 @@ from services.faiss_app.catalog import Catalog
 from services.faiss_app.errors import BadQuery, IndexNotReady, NotAuthorized
 from services.faiss_app.follower import UpdateFollower
 from services.faiss_app.spaces import SpaceRegistry
-from services.faiss_app.validation import parse_search, parse_version, read_json
+from services.faiss_app.validation import check_scores, parse_search, parse_version, read_json
 from shared.config import FaissSettings
 from shared.metrics import Metrics
 from shared.spaces import DEFAULT_SPACE
@@ -35,7 +35,7 @@ class Search:
         service = self._spaces.get(_body_space(body))
         queries, k, exclude = parse_search(body, self._limits)
         started = time.perf_counter()
-        resp.media = service.search(queries, k, exclude)
+        resp.media = check_scores(service.search(queries, k, exclude))
         ms = (time.perf_counter() - started) * 1000.0
         self._metrics.timing("faiss.search_ms", ms)
         # The search alone, for callers that split a round trip into its parts (bench_api).

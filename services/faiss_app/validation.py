@@ -89,3 +89,13 @@ def parse_version(body: Any) -> str | None:
             "not starting with a dot"
         )
     return version
+
+
+def check_scores(answer: dict[str, Any]) -> dict[str, Any]:
+    """``answer`` of a search, or BadQuery when a score overflowed float32: query values far
+    beyond any model's range (each one finite) whose products are not (JSON has no
+    infinity; the score would read as null)."""
+    for result in answer["results"]:
+        if not np.isfinite(result["scores"]).all():
+            raise BadQuery("query values too large: a score overflows float32")
+    return answer
