@@ -92,14 +92,14 @@ class FuzzReport:
                 "examples": self.examples, "statuses": dict(sorted(self.statuses.items()))}
 
 
-def _check_names(exc: BaseException) -> list[str]:
-    """The failed checks named by a schemathesis failure (a group of them, or one)."""
+def _check_failures(exc: BaseException) -> list[tuple[str, str]]:
+    """(title, message) of each failed check in a schemathesis failure (a group, or one)."""
     inner = getattr(exc, "exceptions", None) or [exc]
-    names = []
+    found = []
     for failure in inner:
         title = getattr(failure, "title", None) or type(failure).__name__
-        names.append(str(title))
-    return names
+        found.append((str(title), str(getattr(failure, "message", "") or failure)[:300]))
+    return found
 
 
 def fuzz(url: str, headers: dict[str, str] | None = None, examples: int = 25,
@@ -154,10 +154,10 @@ def _run_operation(operation: Any, mode: GenerationMode, url: str, headers: dict
             try:
                 case.validate_response(response, checks=group, headers=headers)
             except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - counted, not fatal
-                for name in _check_names(exc):
+                for name, message in _check_failures(exc):
                     report.failures[prefix + name] += 1
                     report.examples.setdefault(
-                        prefix + name, f"{case.as_curl_command(headers)} -> "
+                        prefix + name, f"{message} | {case.as_curl_command(headers)} -> "
                         f"{response.status_code} {response.text[:200]}")
 
     try:

@@ -25,6 +25,9 @@ def _space(names: tuple[str, ...]) -> dict[str, Any]:
             "description": "the vector space to use (another name → 404)"}  # fmt: skip
 
 
+# gunicorn refuses a request line over its limit (4094 bytes) before the app sees it.
+_URI_TOO_LONG = {"description": "the request line is over the server's limit (4094 bytes "
+                 "under gunicorn)"}
 _NOT_LOADED = error("that space has no snapshot loaded yet")
 _UNKNOWN_SPACE = error("unknown space (or, for similar, an item not in the index)")
 
@@ -103,6 +106,7 @@ def build_spec(limits: FaissSettings, spaces: tuple[str, ...]) -> dict[str, Any]
                                  {"$ref": "#/components/schemas/SimilarAnswer"}),
                     "400": error("no item_id, or k not an integer in range"),
                     "404": _UNKNOWN_SPACE,
+                    "414": _URI_TOO_LONG,
                     "503": _NOT_LOADED,
                 },
             }},

@@ -39,6 +39,12 @@ MAX_EXCLUDE = 500  # enforced by resources.RecommendResource
 MAX_CATEGORY_CHARS = 128
 
 
+# gunicorn refuses a request line over its limit (4094 bytes) before the app sees it: a long
+# exclude list, or a category of many multi-byte characters, percent-encoded.
+_URI_TOO_LONG = {"description": "the request line is over the server's limit (4094 bytes "
+                 "under gunicorn); send fewer exclude ids"}
+
+
 def _recommend_query(rec: RecommenderSettings) -> dict[str, Any]:
     """/recommend's query as one object parameter: exclusivity and unknown names in schema."""
     return {
@@ -63,7 +69,13 @@ def _recommend_query(rec: RecommenderSettings) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _event(now_ms: int) -> dict[str, Any]:
+def _event(now_ms: int | None) -> dict[str, Any]:
+    """An event as posted (``ts`` at most one day past ``now_ms``) or, with None, as echoed
+    in a 202: accepted against the server's clock then, which a document fetched earlier
+    does not know."""
+    ts: dict[str, Any] = {"type": "integer", "minimum": _MIN_TS_MS}
+    if now_ms is not None:
+        ts["maximum"] = now_ms + _FUTURE_SLACK_MS
     return {
         "type": "object",
         "required": ["user_id", "item_id", "event", "ts"],
@@ -73,9 +85,7 @@ def _event(now_ms: int) -> dict[str, Any]:
             "item_id": _ID,
             "event": {"enum": list(EVENT_WEIGHTS)},
             "ts": {
-                "type": "integer",
-                "minimum": _MIN_TS_MS,
-                "maximum": now_ms + _FUTURE_SLACK_MS,
+                **ts,
                 "description": "Unix milliseconds from 2000-01-01 to one day after the "
                 "server's clock (the maximum shown is that bound when this document was "
                 "served)",
@@ -129,6 +139,7 @@ def build_spec(
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     spec = copy.deepcopy(_STATIC)
     spec["components"]["schemas"]["Event"] = _event(now_ms)
+    spec["components"]["schemas"]["AcceptedEvent"] = _event(None)
     paths = spec["paths"]
     paths["/recommend"]["get"]["parameters"] = [{
         "name": "query", "in": "query", "style": "form", "explode": True,
@@ -176,6 +187,7 @@ _STATIC: dict[str, Any] = {
                         "bad k, malformed id, unknown or repeated parameter, both ids, or a bad "
                         "category, exclude or explain"
                     ),
+                    "414": _URI_TOO_LONG,
                 },
             }
         },
@@ -313,7 +325,8 @@ _STATIC: dict[str, Any] = {
                     "accepted": {"type": "integer"},
                     "rejected": {"type": "integer"},
                     "spooled": {"type": "integer", "minimum": 0},
-                    "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+                    "events": {"type": "array",
+                               "items": {"$ref": "#/components/schemas/AcceptedEvent"}},
                     "errors": {"type": "array", "items": _RECORD_ERROR},
                 },
             },
