@@ -75,7 +75,8 @@ def build_spec(limits: FaissSettings, spaces: tuple[str, ...]) -> dict[str, Any]
             "description": "Nearest-neighbour search over the item vectors of each space. "
             "JSON bodies are read chunked or not, any Content-Type; their nesting and number "
             "sizes are bounded (400). A method a path does not have → 405; a path not listed "
-            "→ 404. Every answer carries an X-Request-ID header.",
+            "→ 404. Every answer carries an X-Request-ID header. Under gunicorn, malformed HTTP is refused before the app: 400, 414 "
+        "(request line over 4094 bytes), 501 (a Transfer-Encoding it does not support).",
         },
         "paths": {
             "/v1/search": {"post": {

@@ -169,7 +169,8 @@ _STATIC: dict[str, Any] = {
         "version": "1.0.0",
         "description": "Real-time recommendations (GMF model served through faiss_app) and the "
         "interaction events that train it. Every answer carries an X-Request-ID header. A "
-        "method a path does not have → 405 (with Allow); a path not listed → 404.",
+        "method a path does not have → 405 (with Allow); a path not listed → 404. Under gunicorn, malformed HTTP is refused before the app: 400, 414 "
+        "(request line over 4094 bytes), 501 (a Transfer-Encoding it does not support).",
     },
     "paths": {
         "/recommend": {
