@@ -134,7 +134,9 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     report.update(fits)  # "two_tower", "triplet": how each space was trained
     report.update({"input": str(args.input), "format": args.format,
                    "warm_fraction": args.warm_fraction, "sample_rate": args.sample_rate,
-                   "streamed_events": len(events), "batch_size": args.batch_size})
+                   "streamed_events": len(events), "batch_size": args.batch_size,
+                   "mmr_lambda": settings.ranking.mmr_lambda,
+                   "max_per_category": settings.ranking.max_per_category})
     if args.plot is not None:
         plot(replay, args.plot)
     return report
@@ -216,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate_stream: {exc}", file=sys.stderr)
         return 2
     print(format_table(report))
+    if report["pipeline_distinct_categories_at_10"] is not None:
+        print(f"pipeline: {report['pipeline_distinct_categories_at_10']} distinct categories "
+              f"in a top 10 (MMR λ {report['mmr_lambda']}, at most "
+              f"{report['max_per_category'] or 'any'} per category)")
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(args.report, json.dumps(report, indent=2))

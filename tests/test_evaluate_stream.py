@@ -161,3 +161,24 @@ def test_each_tested_event_is_scored_on_the_state_before_its_micro_batch(batch_s
         assert by_learner == batch_start
         assert store_ts == events[batch_start - 1].ts
     assert replay.report()["batch_size"] == batch_size
+
+
+def test_the_served_diversity_rule_is_measured_when_configured(tmp_path, monkeypatch):
+    """RECSYS_RANKING_MMR_LAMBDA reaches the replay's rerank: more categories per served list
+    (the ring's items come in category blocks, so a relevance-only list stays in few)."""
+    source = write(tmp_path / "u.data", "ml-100k", chain_walks())
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title,category\n" + "".join(
+        f"{i},Item {i},block{(i - 1) // 10}\n" for i in range(1, 41)))
+    reports = {}
+    for mmr in ("1", "0.2"):
+        monkeypatch.setenv("RECSYS_RANKING_MMR_LAMBDA", mmr)
+        out = tmp_path / f"mmr{mmr}.json"
+        assert evaluate_stream.main(["--input", str(source), "--items", str(items),
+                                     "--no-progress", "--report", str(out)]) == 0
+        reports[mmr] = json.loads(out.read_text())
+    off, on = reports["1"], reports["0.2"]
+    assert on["mmr_lambda"] == 0.2 and off["mmr_lambda"] == 1.0
+    assert (on["pipeline_distinct_categories_at_10"]
+            > off["pipeline_distinct_categories_at_10"] + 0.5)
+    assert on["rankers"]["co_engagement"] == off["rankers"]["co_engagement"]  # same events

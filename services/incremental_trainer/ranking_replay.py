@@ -135,8 +135,11 @@ class RankingReplay:
             self.store,
             lambda: self.ranker,
             candidates_per_source(ranking),
-            max_per_category=0,  # a served rule, not a relevance signal: measured without it
+            # the served diversity rules, off unless configured (RECSYS_RANKING_MMR_LAMBDA,
+            # RECSYS_RANKING_MAX_PER_CATEGORY): their cost in recall is measured with them on
+            max_per_category=ranking.max_per_category,
             source_errors=(),
+            mmr_lambda=ranking.mmr_lambda,
         )
         self.ranker = LinearRanker(self.pipeline.names)
         self.ranker_params = RankerParams(learning_rate=ranking.ranker_learning_rate)
@@ -149,6 +152,7 @@ class RankingReplay:
         self.rng = np.random.default_rng(seed)
         names = [POPULARITY, *(s.name for s in self.sources), PIPELINE]
         self.scores = {name: RankerScore(window) for name in names}
+        self.categories_served: list[int] = []  # distinct categories in each served top k
         self.events = 0
         self.curve_every = max(1, window // 4)
 
@@ -225,7 +229,11 @@ class RankingReplay:
         ranking = self.pipeline.rank(
             user, K, event.ts, categories=self.categories, gathered=gathered
         )
-        self._record(PIPELINE, [item.item_id for item in ranking.items], event)
+        served = [item.item_id for item in ranking.items]
+        self._record(PIPELINE, served, event)
+        known = [self.categories[i] for i in served if i in self.categories]
+        if known:
+            self.categories_served.append(len(set(known)))
         tested = self.scores[PIPELINE].tested
         if tested % self.curve_every == 0:
             for score in self.scores.values():
@@ -255,5 +263,10 @@ class RankingReplay:
             "slices": self.slices.report(),
             "events": self.events,
             "batch_size": self.batch_size,
+            # diversity of the pipeline's lists (when categories are known, e.g. --items)
+            "pipeline_distinct_categories_at_10": (
+                round(float(np.mean(self.categories_served)), 3) if self.categories_served
+                else None
+            ),
             "ranker": self.ranker.to_dict(),
         }

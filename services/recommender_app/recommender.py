@@ -172,7 +172,7 @@ class Recommender:
         if self._ranking is not None and (found.hits or state.seen):
             # Something personal to rank from. A user without a vector or a history takes the
             # path below (popular items, or the two-tower blend when that space is served); the
-            # two-tower space is not yet one of the ranking stage's sources.
+            # vector spaces are ranking-stage sources only with RECSYS_RANKING_SPACE_SOURCES.
             return self._ranked(self._ranking, state.user_id, state.seen, found, k, budget,
                                 degraded, filters)
         if self._two_tower is not None:
