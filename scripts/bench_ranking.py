@@ -36,12 +36,8 @@ from shared.data.synthetic import SyntheticConfig, generate
 from shared.events import Interaction
 from shared.ranking.candidates import (
     CandidateSource,
-    CoEngagementCandidates,
-    GMFCandidates,
-    NewItemCandidates,
-    PopularCandidates,
-    TrendingCandidates,
     UserContext,
+    stream_sources,
 )
 from shared.ranking.pipeline import RankingPipeline, candidates_per_source
 from shared.ranking.ranker import LinearRanker
@@ -69,13 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def sources_for(store: RankingStore, gmf: dict[str, list[Hit]]) -> list[CandidateSource]:
-    return [
-        GMFCandidates(lambda user, n: gmf[user.user_id or ""][:n]),
-        CoEngagementCandidates(store),
-        TrendingCandidates(store),
-        PopularCandidates(store),
-        NewItemCandidates(store),
-    ]
+    return stream_sources(lambda user, n: gmf[user.user_id or ""][:n], store)
 
 
 def percentiles(values_ms: list[float]) -> dict[str, float]:

@@ -35,12 +35,8 @@ from shared.events import Interaction
 from shared.ranking.candidates import (
     RECENT_ITEMS_USED,
     CandidateSource,
-    CoEngagementCandidates,
-    GMFCandidates,
-    NewItemCandidates,
-    PopularCandidates,
-    TrendingCandidates,
     UserContext,
+    stream_sources,
 )
 from shared.ranking.pipeline import RankingPipeline, candidates_per_source
 from shared.ranking.ranker import LinearRanker, RankerParams
@@ -66,13 +62,7 @@ def learner_sources(
     learner: Learner, store: RankingStore, search: LearnerSearch | None = None
 ) -> list[CandidateSource]:
     """The recommender's sources, with GMF answered from the learner's own tables."""
-    return [
-        GMFCandidates(search or LearnerSearch(learner)),
-        CoEngagementCandidates(store),
-        TrendingCandidates(store),
-        PopularCandidates(store),
-        NewItemCandidates(store),
-    ]
+    return stream_sources(search or LearnerSearch(learner), store)
 
 
 class RankingSignalPublisher:

@@ -24,13 +24,8 @@ from services.recommender_app.resilience import Budget, DependencyDown, Guard
 from services.recommender_app.space_candidates import SPACE_SOURCES, ServingSpaceSources
 from shared.config import RankingSettings
 from shared.ranking.candidates import (
-    CandidateSource,
-    CoEngagementCandidates,
-    GMFCandidates,
-    NewItemCandidates,
-    PopularCandidates,
-    TrendingCandidates,
     UserContext,
+    stream_sources,
 )
 from shared.ranking.pipeline import Ranking, RankingPipeline, candidates_per_source
 from shared.ranking.ranker import LinearRanker
@@ -120,13 +115,7 @@ class ServingRanking:
         """Rank for ``user``; ``failed`` names the dependency of each failed source (``redis``,
         or ``faiss`` for the vector-space sources)."""
         store = _GuardedStore(self._store, self._guard, budget)
-        sources: list[CandidateSource] = [
-            GMFCandidates(lambda _user, n: gmf_hits[:n]),
-            CoEngagementCandidates(store),
-            TrendingCandidates(store),
-            PopularCandidates(store),
-            NewItemCandidates(store),
-        ]
+        sources = stream_sources(lambda _user, n: gmf_hits[:n], store)
         if self._spaces is not None:
             sources.extend(self._spaces.sources(self._guard, budget, now_ms))
         pipeline = RankingPipeline(

@@ -1,7 +1,8 @@
 """Candidate sources: each proposes up to ``n`` items for a user, best first, with a score.
 
-A source is one class with a ``name`` and ``fetch(user, n)``; adding one (a two-tower space, a
-triplet item-to-item space) is adding a class here and listing it where the pipeline is built.
+A source is one class with a ``name`` and ``fetch(user, n)``; adding one is adding a class here
+and listing it in :func:`stream_sources` (the optional vector spaces are appended beside them,
+see ``shared/ranking/space_sources.py``).
 A source never filters seen items: the reranker does that once for all of them, and asks each
 source for ``n`` plus the user's seen count it can cheaply skip.
 """
@@ -122,3 +123,18 @@ class NewItemCandidates:
 
     def fetch(self, user: UserContext, n: int) -> list[Hit]:
         return self._store.lists().new_items[:n]
+
+
+def stream_sources(
+    gmf_search: Callable[[UserContext, int], list[Hit]], store: RankingStore
+) -> list[CandidateSource]:
+    """The sources every ranking pipeline runs (recommender, trainer, evaluators, benchmark):
+    GMF answered by ``gmf_search``, the rest from ``store``. One list, so a source added here
+    is served, trained and measured alike."""
+    return [
+        GMFCandidates(gmf_search),
+        CoEngagementCandidates(store),
+        TrendingCandidates(store),
+        PopularCandidates(store),
+        NewItemCandidates(store),
+    ]
