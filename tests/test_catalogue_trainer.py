@@ -4,36 +4,22 @@ faiss_app restart. Real Kafka, MongoDB, Redis, a real trainer and faiss_app unde
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
 from scripts import localstack
 from scripts.processes import ManagedProcess, start_gunicorn
-from services.incremental_trainer.service import Trainer
 from shared.config import Settings
 from shared.events import Interaction
 from shared.faiss_client import FaissClient, UnknownItem
 from shared.kafka import ensure_topics, wait_for_topics
-from shared.metrics import Metrics
 from shared.storage import redis_store
 from tests.conftest import replace
 from tests.polling import wait_for
 from tests.test_catalogue_api import AUTH, KEY
 from tests.test_recommender_support import api_settings, client_for
 from tests.test_trainer_service import grouped_events, produce
-
-
-def _start_trainer(s: Settings) -> tuple[Trainer, threading.Thread]:
-    trainer = Trainer(s, metrics=Metrics(s.statsd))
-    thread = threading.Thread(target=trainer.run, daemon=True)
-    thread.start()
-    return trainer, thread
-
-
-def _stop(trainer: Trainer, thread: threading.Thread) -> None:
-    trainer.stop.set()
-    thread.join(30)
+from tests.trainer_thread import start_trainer, stop_trainer
 
 
 def _faiss(env: dict[str, str], log_dir: Path) -> tuple[ManagedProcess, str]:
@@ -60,7 +46,7 @@ def test_deleted_item_stays_out_through_events_and_restarts(
     s = replace(s, "access", api_keys=(KEY,))
     ensure_topics(s.kafka)
     wait_for_topics(s.kafka, [s.kafka.interactions_topic, s.kafka.item_vectors_topic])
-    trainer, thread = _start_trainer(s)
+    trainer, thread = start_trainer(s)
     faiss = None
     try:
         now = int(time.time() * 1000)
@@ -92,8 +78,8 @@ def test_deleted_item_stays_out_through_events_and_restarts(
         deps.close()
 
         # restart the trainer (its snapshot still holds the vector) and faiss_app after it
-        _stop(trainer, thread)
-        trainer, thread = _start_trainer(s)
+        stop_trainer(trainer, thread)
+        trainer, thread = start_trainer(s)
         produce(s.kafka, [Interaction("u1", "i1", "click", now + 5000)])
         wait_for(lambda: trainer.counters["events"] == 1 and not trainer.dirty, timeout_s=20)
         faiss.stop()
@@ -109,6 +95,6 @@ def test_deleted_item_stays_out_through_events_and_restarts(
                 assert victim not in [i["item_id"] for i in answer.json["items"]], params
         deps.close()
     finally:
-        _stop(trainer, thread)
+        stop_trainer(trainer, thread)
         if faiss is not None:
             faiss.stop()

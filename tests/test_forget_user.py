@@ -4,7 +4,6 @@ real trainer (in this process, so its rows can be read)."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from tests.test_catalogue_api import AUTH, KEY
 from tests.test_catalogue_trainer import _faiss
 from tests.test_recommender_support import api_settings, client_for
 from tests.test_trainer_service import grouped_events, produce
+from tests.trainer_thread import run_in_thread, start_trainer, stop_trainer
 
 VICTIM = "u0"
 NOW = int(time.time() * 1000)
@@ -35,18 +35,6 @@ BEFORE = [Interaction(VICTIM, f"i{3 * (n % 8)}", "purchase", NOW + 10_000 + n) f
 AFTER = [Interaction(VICTIM, "i1", "click", NOW + 90_000),
          Interaction(VICTIM, "i4", "click", NOW + 90_001)]
 
-
-def _start(s: Settings) -> tuple[Trainer, threading.Thread]:
-    trainer = Trainer(s, metrics=Metrics(s.statsd))
-    thread = threading.Thread(target=trainer.run, daemon=True)
-    thread.start()
-    return trainer, thread
-
-
-def _stop(trainer: Trainer, thread: threading.Thread) -> None:
-    trainer.stop.set()
-    thread.join(30)
-    assert not thread.is_alive()
 
 
 def _row(trainer: Trainer, user_id: str = VICTIM) -> np.ndarray:
@@ -82,7 +70,7 @@ def test_deleted_user_starts_again_and_a_replay_does_not_bring_them_back(
     models_dir = Path(s.model.models_dir)
     ensure_topics(s.kafka)
     wait_for_topics(s.kafka, [s.kafka.interactions_topic, s.kafka.item_vectors_topic])
-    trainer, thread = _start(s)
+    trainer, thread = start_trainer(s)
     faiss = deps = None
     try:
         # the victim's taste is learned and in a snapshot (S1), then more of it that is not
@@ -128,7 +116,7 @@ def test_deleted_user_starts_again_and_a_replay_does_not_bring_them_back(
         wait_for(lambda: (mongo.get_user(deps.db, VICTIM) or {}).get("n_events") == 2,
                  timeout_s=10, what="the user's document counts only the new events")
         assert redis_store.get_seen(deps.redis, VICTIM) == ["i4", "i1"]
-        _stop(trainer, thread)
+        stop_trainer(trainer, thread)
         # the snapshot holds the new row, not the old one
         assert np.allclose(_snapshot_row(models_dir), learned)
 
@@ -140,8 +128,7 @@ def test_deleted_user_starts_again_and_a_replay_does_not_bring_them_back(
         # the snapshot's row predates the deletion: reset at load, before any replay
         assert np.all(_row(trainer) != _snapshot_row(models_dir, before_deletion))
         assert trainer.forgetting.forgotten == 1
-        thread = threading.Thread(target=trainer.run, daemon=True)
-        thread.start()
+        thread = run_in_thread(trainer)
         wait_for(lambda: trainer.counters["events"] >= 2 and not trainer.dirty
                  and trainer.forgetting.forgotten >= 2, timeout_s=30, what="replay")
         assert trainer.forgetting.dropped == 20  # BEFORE[20:], after S1, before the deletion
@@ -153,11 +140,11 @@ def test_deleted_user_starts_again_and_a_replay_does_not_bring_them_back(
         assert redis_store.get_seen(deps.redis, VICTIM) == ["i4", "i1"]
         assert client.simulate_get("/recommend", params={"user_id": VICTIM}).json["source"] \
             == "personalized"
-        _stop(trainer, thread)
+        stop_trainer(trainer, thread)
         assert np.allclose(_snapshot_row(models_dir), replayed)
     finally:
         if thread.is_alive():
-            _stop(trainer, thread)
+            stop_trainer(trainer, thread)
         if deps is not None:
             deps.close()
         if faiss is not None:
@@ -174,13 +161,13 @@ def test_a_partition_handed_over_from_before_the_deletion_does_not_bring_the_row
     models_dir = Path(s.model.models_dir)
     ensure_topics(s.kafka)
     wait_for_topics(s.kafka, [s.kafka.interactions_topic, s.kafka.item_vectors_topic])
-    owner, thread = _start(s)
+    owner, thread = start_trainer(s)
     deps = None
     try:
         produce(s.kafka, BEFORE)
         wait_for(lambda: _learned(owner, 40), timeout_s=30)
         partition = owner.group.user_partition[VICTIM]
-        _stop(owner, thread)
+        stop_trainer(owner, thread)
         handed = partition_state.load(models_dir, partition)
         assert handed is not None and VICTIM in handed.user_ids
         old = handed.user_embedding[handed.user_ids.index(VICTIM)]
@@ -202,6 +189,6 @@ def test_a_partition_handed_over_from_before_the_deletion_does_not_bring_the_row
                 member.group.close()
     finally:
         if thread.is_alive():
-            _stop(owner, thread)
+            stop_trainer(owner, thread)
         if deps is not None:
             deps.close()
