@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-_RESCALE_AFTER_HALF_LIVES = 32.0
+from shared.ranking.decay import RESCALE_AFTER_HALF_LIVES, DecayClock
 
 
 class StreamingPopularity:
@@ -28,11 +28,8 @@ class StreamingPopularity:
     """
 
     def __init__(self, half_life_s: float, capacity: int = 1024) -> None:
-        if half_life_s <= 0:
-            raise ValueError("half_life_s must be positive")
-        self.half_life_s = float(half_life_s)
+        self.clock = DecayClock(half_life_s)
         self.scores = np.zeros(max(1, capacity), dtype=np.float64)
-        self.ref_s: float | None = None
         self.n_rows = 0  # rows that ever received weight (highest row + 1)
 
     def _ensure(self, row: int) -> None:
@@ -44,14 +41,10 @@ class StreamingPopularity:
 
     def factor(self, ts_ms: int) -> float:
         """The multiplier of a unit weight at event time ``ts_ms`` (rescaling if needed)."""
-        now_s = ts_ms / 1000.0
-        if self.ref_s is None:
-            self.ref_s = now_s
-        half_lives = (now_s - self.ref_s) / self.half_life_s
-        if half_lives > _RESCALE_AFTER_HALF_LIVES:
-            self.scores *= 2.0 ** (-half_lives)
-            self.ref_s, half_lives = now_s, 0.0
-        return 2.0 ** max(half_lives, -_RESCALE_AFTER_HALF_LIVES)
+        shrink = self.clock.rescale_due(ts_ms)
+        if shrink is not None:
+            self.scores *= shrink
+        return self.clock.factor(ts_ms)
 
     def bump(self, row: int, weight: float, ts_ms: int) -> float:
         """Add ``weight`` decayed to ``ts_ms`` to ``row``; returns the amount added."""
@@ -71,9 +64,9 @@ class StreamingPopularity:
         self._ensure(int(rows.max()))
         self.factor(int(ts_ms[0]))  # sets the reference on the very first event
         self.factor(int(ts_ms.max()))  # rescales before the exponent gets large
-        assert self.ref_s is not None
-        half_lives = (ts_ms / 1000.0 - self.ref_s) / self.half_life_s
-        added = weights * np.exp2(np.maximum(half_lives, -_RESCALE_AFTER_HALF_LIVES))
+        assert self.clock.ref_s is not None
+        half_lives = (ts_ms / 1000.0 - self.clock.ref_s) / self.clock.half_life_s
+        added = weights * np.exp2(np.maximum(half_lives, -RESCALE_AFTER_HALF_LIVES))
         np.add.at(self.scores, rows, added)
         return added
 
@@ -87,7 +80,7 @@ class StreamingPopularity:
     def load(self, rows: Iterable[int], scores: Iterable[float], ref_s: float) -> None:
         """Replace the state by ``scores`` (relative to ``ref_s``), e.g. read back from Redis."""
         self.scores[:] = 0.0
-        self.ref_s = float(ref_s)
+        self.clock.ref_s = float(ref_s)
         for row, score in zip(rows, scores, strict=True):
             self._ensure(int(row))
             self.scores[int(row)] = float(score)
