@@ -13,7 +13,9 @@ Kept fresh (shared/model/triplet_refresh.py says why re-training rather than inc
 ``--follow`` tails the ``interactions`` topic: an item the space does not hold that arrives
 with metadata gets a feature-only vector on ``item-vectors.triplet`` at once, and every event
 joins the log of the next re-train; ``--every S`` re-trains every S seconds and swaps the
-space (snapshot, then reload). Ctrl-C or SIGTERM stops cleanly between batches.
+space (snapshot, then reload). Ctrl-C or SIGTERM stops cleanly between batches; a training
+cut short writes nothing. docker-compose runs it as the ``triplet-trainer`` service
+(``--follow --from-start --every S --reload --heartbeat-file F``; docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -35,12 +37,20 @@ from shared.kafka import ensure_topics, make_consumer, make_producer, poll_batch
 from shared.logs import setup_logging
 from shared.model.cli import add_source_arguments, load_source
 from shared.model.triplet_cli import add_triplet_arguments, triplet_config
-from shared.model.triplet_refresh import NewItemPublisher, StreamLog, run_periodically, train_space
+from shared.model.triplet_refresh import (
+    NewItemPublisher,
+    StreamLog,
+    TrainingStopped,
+    run_periodically,
+    train_space,
+)
 from shared.model.triplet_space import TRIPLET_SPACE, TripletSpace
+from shared.startup import settings_for_parser
 
 log = logging.getLogger("train_triplet")
 FOLLOW_BATCH = 500
 FOLLOW_WAIT_S = 0.5
+HEARTBEAT_S = 5.0
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
@@ -63,7 +73,25 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     out.add_argument("--every", type=float, default=0.0,
                      help="re-train every this many seconds (default: 0 = train once; with "
                           "--follow and 0, follow without re-training)")
+    out.add_argument("--from-start", action="store_true",
+                     help="with --follow: read the interactions topic from the oldest event "
+                          "it retains, not only new ones, so a restarted service re-trains on "
+                          "the same log as before (Kafka's retention bounds it)")
+    out.add_argument("--heartbeat-file", type=Path, default=None,
+                     help="touched every few seconds while the service and its threads run "
+                          "(a container healthcheck reads its age; default: none)")
     return p
+
+
+def keep_heartbeat(path: Path, threads: list[threading.Thread], stop: threading.Event) -> None:
+    """Touch ``path`` every HEARTBEAT_S until ``stop`` or until one of ``threads`` has died
+    (then the file ages and the healthcheck reports the service unhealthy)."""
+    while not stop.is_set() and all(t.is_alive() for t in threads):
+        try:
+            path.touch()
+        except OSError as exc:
+            log.warning("cannot touch the heartbeat file %s: %s", path, exc)
+        stop.wait(HEARTBEAT_S)
 
 
 def follow_stream(
@@ -83,7 +111,7 @@ def follow_stream(
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings.from_env()
+    settings = settings_for_parser("train_triplet", argv)
     args = build_parser(settings).parse_args(argv)
     setup_logging("train_triplet")
     stop = threading.Event()
@@ -107,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
                 log.warning("faiss_app did not reload the triplet space: %s", exc)
         return space
 
+    workers: list[threading.Thread] = []
+    if args.heartbeat_file is not None:
+        # Started before the first training, which can take minutes: the process is alive
+        # while it trains; afterwards the beat also needs the follow / re-train threads.
+        threading.Thread(target=keep_heartbeat, args=(args.heartbeat_file, workers, stop),
+                         daemon=True).start()  # fmt: skip
     try:
         space = train_and_swap()
         if not args.follow and not args.every:
@@ -115,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         threads = []
         if args.follow:
             ensure_topics(settings.kafka, spaces=[TRIPLET_SPACE])
+            start = "earliest" if args.from_start else "latest"
             consumer = make_consumer(settings.kafka, f"triplet-refresh-{uuid.uuid4().hex[:8]}",
-                                     **{"auto.offset.reset": "latest"})  # fmt: skip
+                                     **{"auto.offset.reset": start})  # fmt: skip
             consumer.subscribe([settings.kafka.interactions_topic])
             threads.append(threading.Thread(
                 target=follow_stream, args=(consumer, publisher, stream, stop), daemon=True))  # fmt: skip
@@ -126,12 +161,16 @@ def main(argv: list[str] | None = None) -> int:
                 args=(lambda: publisher.use(train_and_swap()), args.every, stop), daemon=True))  # fmt: skip
         for thread in threads:
             thread.start()
+        workers.extend(threads)
         while not stop.wait(0.5):
-            pass
+            if not all(t.is_alive() for t in threads):
+                log.error("a follow / re-train thread ended; stopping so the service restarts")
+                stop.set()
+                return 1
         for thread in threads:
             thread.join(timeout=30)
         return 0
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, TrainingStopped):
         stop.set()
         print("train_triplet: interrupted; the space's LATEST is unchanged unless a snapshot "
               "was reported above", file=sys.stderr)

@@ -48,7 +48,12 @@ APP_SERVICES = {
     "incremental-trainer": "Dockerfiles/incremental_trainer.Dockerfile",
 }
 ONE_SHOT_SERVICES = {"kafka-init", "model-init"}
-EXPECTED_SERVICES = INFRA_SERVICES | set(APP_SERVICES) | {"model-init"}
+# Long-running services that run a script from one of the images above (its own healthcheck).
+SCRIPT_SERVICES = {
+    # compose service → (Dockerfile, the script it runs)
+    "triplet-trainer": ("Dockerfiles/incremental_trainer.Dockerfile", "scripts.train_triplet"),
+}
+EXPECTED_SERVICES = INFRA_SERVICES | set(APP_SERVICES) | {"model-init"} | set(SCRIPT_SERVICES)
 DOCKERFILES = sorted(set(APP_SERVICES.values()))
 
 # RECSYS_* variables the deployment sets that shared/config.py does not read, each with the
@@ -365,6 +370,7 @@ PROGRAMS = {
     "recommender-app": "recommender_app",
     "incremental-trainer": "incremental_trainer",
     "model-init": "initial_training",
+    "triplet-trainer": "train_triplet",
 }
 
 
@@ -379,7 +385,7 @@ def with_secret_files(env: dict[str, str], folder: Path, value: str) -> dict[str
     return changed
 
 
-@pytest.mark.parametrize("name", sorted(set(APP_SERVICES) | {"model-init"}))
+@pytest.mark.parametrize("name", sorted(set(APP_SERVICES) | {"model-init"} | set(SCRIPT_SERVICES)))
 def test_compose_settings_load_without_config_error(name: str, tmp_path: Path) -> None:
     env = with_secret_files(service_env(load_compose()["services"][name]), tmp_path, "s" * 32)
     assert env["RECSYS_ENV"] == "production"
@@ -498,7 +504,7 @@ def test_compose_startup_order() -> None:
     for name in APP_SERVICES:
         depends = services[name]["depends_on"]
         assert depends["kafka-init"]["condition"] == "service_completed_successfully"
-    for name in ("faiss-app", "incremental-trainer"):
+    for name in ("faiss-app", "incremental-trainer", *SCRIPT_SERVICES):
         assert services[name]["depends_on"]["model-init"]["condition"] == (
             "service_completed_successfully"
         )
@@ -542,6 +548,26 @@ def test_model_init_flags_exist() -> None:
             assert flag in helptext, f"{module} has no {flag}"
 
 
+@pytest.mark.parametrize("name", sorted(SCRIPT_SERVICES))
+def test_script_services_run_their_script_with_flags_it_has(name: str) -> None:
+    service = load_compose()["services"][name]
+    dockerfile, module = SCRIPT_SERVICES[name]
+    assert service["build"] == {"context": ".", "dockerfile": dockerfile}
+    assert service["image"] == load_compose()["services"]["incremental-trainer"]["image"]
+    script = "\n".join(service["command"])
+    assert f"python -m {module}" in script
+    helptext = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO,
+                              capture_output=True, text=True, timeout=120, check=True).stdout
+    for flag in set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", script)):
+        assert flag in helptext, f"{module} has no {flag}"
+    # its healthcheck reads the file the script is told to beat
+    env = service_env(service)
+    check = service["healthcheck"]["test"]
+    assert check[-4:-2] == ["heartbeat", "TRIPLET_HEARTBEAT_FILE"]
+    assert check[-2] == env["TRIPLET_HEARTBEAT_FILE"]
+    assert '--heartbeat-file "$${TRIPLET_HEARTBEAT_FILE}"' in script
+
+
 def test_compose_long_running_services_restart_and_have_healthchecks() -> None:
     services = load_compose()["services"]
     for name, service in services.items():
@@ -574,6 +600,7 @@ def test_compose_models_volume_is_shared() -> None:
     }
     assert mounts["model-init"] == ["models:/app/models"]
     assert mounts["incremental-trainer"] == ["models:/app/models"]
+    assert mounts["triplet-trainer"] == ["models:/app/models"]  # writes models/spaces/triplet
     assert mounts["faiss-app"] == ["models:/app/models:ro"]
     assert mounts["recommender-app"] == ["models:/app/models:ro"]  # the two-tower encoder
 

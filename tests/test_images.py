@@ -39,6 +39,7 @@ IMAGES = {
             "services.incremental_trainer.service",
             "scripts.generate_data",
             "scripts.initial_training",
+            "scripts.train_triplet",  # compose's triplet-trainer runs it from this image
         ],
         set(),
     ),

@@ -15,8 +15,14 @@ from shared.events import Interaction
 from shared.kafka import ensure_topics, make_producer, wait_for_topics
 from shared.metrics import Metrics
 from shared.model.item_features import FeatureVocabulary
-from shared.model.triplet import TripletModel
-from shared.model.triplet_refresh import NewItemPublisher, StreamLog, run_periodically
+from shared.model.triplet import TripletConfig, TripletModel
+from shared.model.triplet_refresh import (
+    NewItemPublisher,
+    StreamLog,
+    TrainingStopped,
+    run_periodically,
+    train_space,
+)
 from shared.model.triplet_space import TRIPLET_SPACE, TripletSpace
 from shared.spaces import space_topic
 from tests.conftest import replace
@@ -99,3 +105,22 @@ def test_a_failed_retrain_keeps_the_loop_alive() -> None:
 
     run_periodically(retrain, 0.01, stop)
     assert len(calls) == 2
+
+
+def test_a_retrain_cut_short_writes_no_snapshot_and_ends_the_loop(tmp_path) -> None:
+    frame = pd.DataFrame({"user_id": ["u1"] * 3 + ["u2"] * 3, "item_id": list("abcabc"),
+                          "event": "view", "ts": range(6)})  # fmt: skip
+    stop = threading.Event()
+    stop.set()  # SIGTERM arrived while training
+    with pytest.raises(TrainingStopped):
+        train_space(frame, None, TripletConfig(dim=4, epochs=2), tmp_path, stop=stop)
+    assert not (tmp_path / "spaces").exists()  # the served space stays as it was
+
+    calls: list[int] = []
+
+    def retrain() -> None:
+        calls.append(1)
+        raise TrainingStopped("stopped")
+
+    run_periodically(retrain, 0.01, threading.Event())  # returns instead of retrying
+    assert calls == [1]

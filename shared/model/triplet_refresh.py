@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT_S = 10.0
 
 
+class TrainingStopped(Exception):
+    """The stop event was set while training: nothing was written, the served space stays."""
+
+
 def train_space(
     frame: pd.DataFrame,
     items: pd.DataFrame | None,
@@ -51,6 +55,9 @@ def train_space(
     feature-only vectors. Returns the space (with its version) and the training summary."""
     catalogue = pd.Index(pd.unique(frame["item_id"].astype(str)))
     model, info, vocabulary = train_triplet_on(frame, catalogue, config, items, stop)
+    if stop is not None and stop.is_set():
+        # a model cut short (maybe before its first epoch ended) must not replace the served one
+        raise TrainingStopped("stopped while training; no snapshot written")
     space = TripletSpace(model, list(catalogue), vocabulary)
     summary = {k: info[k] for k in ("epochs_run", "best_epoch", "best_hit_rate", "seconds",
                                     "stopped_early", "n_pairs", "features")}  # fmt: skip
@@ -133,5 +140,7 @@ def run_periodically(
     while not stop.wait(every_s):
         try:
             retrain()
+        except TrainingStopped:
+            return
         except Exception:
             log.exception("triplet re-train failed; the served space is unchanged")
