@@ -2,8 +2,9 @@
 
 ``/recommend?user_id=`` asks faiss_app for the GMF candidates (as before, only more of them),
 then :class:`~shared.ranking.pipeline.RankingPipeline` adds the other sources (co-engagement,
-trending, popular, new items: one Redis round trip for the user's co-engagement, the global
-lists from an in-process cache), scores every candidate with the published ranker and reranks.
+trending, popular, new items: the user's co-engagement read in the same Redis round trip as
+the user's state, the global lists from an in-process cache), scores every candidate with the
+published ranker and reranks.
 Every Redis call goes through the request's :class:`Guard` and budget: when Redis is down those
 sources drop out (``degraded``) and the GMF candidates are still ranked. The ranker is re-read
 from Redis ``ranker:model`` at most every ``RECSYS_RANKING_LISTS_CACHE_S`` and swapped when
@@ -24,6 +25,7 @@ from services.recommender_app.resilience import Budget, DependencyDown, Guard
 from services.recommender_app.space_candidates import SPACE_SOURCES, ServingSpaceSources
 from shared.config import RankingSettings
 from shared.ranking.candidates import (
+    RECENT_ITEMS_USED,
     UserContext,
     stream_sources,
 )
@@ -31,6 +33,7 @@ from shared.ranking.pipeline import Ranking, RankingPipeline, candidates_per_sou
 from shared.ranking.ranker import LinearRanker
 from shared.ranking.stores import GlobalLists
 from shared.storage import ranking_store
+from shared.storage.request_state import RequestState
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +41,21 @@ Hit = tuple[str, float]
 
 
 class _GuardedStore:
-    """A RankingStore whose Redis calls share the request's budget and circuit breaker."""
+    """A RankingStore whose Redis calls share the request's budget and circuit breaker; the
+    co-engagement followers the user's state already read (same round trip) are not re-read."""
 
-    def __init__(self, store: ranking_store.RedisRankingStore, guard: Guard, budget: Budget):
+    def __init__(self, store: ranking_store.RedisRankingStore, guard: Guard, budget: Budget,
+                 read_with_user: RequestState | None = None):
         self._store = store
         self._guard = guard
         self._budget = budget
+        self._read_with_user = read_with_user
 
     def neighbours(self, item_ids: Sequence[str], n: int) -> list[list[Hit]]:
+        if self._read_with_user is not None:
+            known = self._read_with_user.neighbours_of(item_ids, n)
+            if known is not None:
+                return known
         return self._guard.call("redis", self._budget, lambda _t: self._store.neighbours(item_ids, n))
 
     def lists(self) -> GlobalLists:
@@ -70,6 +80,9 @@ class ServingRanking:
         self._spaces = spaces
         self._store = ranking_store.RedisRankingStore(r, settings.list_length, settings.lists_cache_s)
         self._candidates = candidates_per_source(settings)
+        # Read with the user's state (UserStateReader): the followers of this many newest seen
+        # items, and how many beyond the seen list's length (what the source asks for).
+        self.co_engagement_read = (RECENT_ITEMS_USED, self._candidates["co_engagement"])
         self.gmf_candidates = settings.gmf_candidates
         self.max_per_category = settings.max_per_category
         self.mmr_lambda = settings.mmr_lambda
@@ -111,10 +124,12 @@ class ServingRanking:
         category: str | None = None,
         categories: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
         explain: bool = False,
+        read_with_user: RequestState | None = None,
     ) -> Ranking:
         """Rank for ``user``; ``failed`` names the dependency of each failed source (``redis``,
-        or ``faiss`` for the vector-space sources)."""
-        store = _GuardedStore(self._store, self._guard, budget)
+        or ``faiss`` for the vector-space sources). ``read_with_user``: what the user's state
+        read from Redis (the co-engagement followers are taken from it when it holds them)."""
+        store = _GuardedStore(self._store, self._guard, budget, read_with_user)
         sources = stream_sources(lambda _user, n: gmf_hits[:n], store)
         if self._spaces is not None:
             sources.extend(self._spaces.sources(self._guard, budget, now_ms))

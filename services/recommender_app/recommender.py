@@ -1,7 +1,8 @@
 """The request path behind ``GET /recommend``, top to bottom:
 
-1. user state — seen list and query vector in one Redis round trip (MongoDB ``users`` when Redis
-   has no vector): :mod:`services.recommender_app.user_state`;
+1. user state — seen list, query vector and (for the ranking stage) the co-engagement followers
+   of the newest seen items in one Redis round trip (MongoDB ``users`` when Redis has no
+   vector): :mod:`services.recommender_app.user_state`;
 2. candidates — the model's items from faiss_app (``/v1/search`` with the seen list excluded,
    or ``/v1/similar`` for an item), or from this worker's copy of the gmf index while it is
    current: :mod:`services.recommender_app.candidates`, :mod:`~services.recommender_app.local_index`;
@@ -44,7 +45,7 @@ from services.recommender_app.popular_list import PopularList
 from services.recommender_app.ranking import ServingRanking
 from services.recommender_app.resilience import Budget, DependencyDown, Guard
 from services.recommender_app.two_tower import TwoTowerCandidates
-from services.recommender_app.user_state import UserStateReader
+from services.recommender_app.user_state import UserState, UserStateReader
 from shared.config import RecommenderSettings
 from shared.deleted_items import DeletedItems, drop_deleted
 from shared.ranking.candidates import UserContext
@@ -103,7 +104,10 @@ class Recommender:
         self._budget_s = settings.request_budget_s
         reserve_s = settings.request_budget_s * FALLBACK_SHARE
         self._guard = guard
-        self.users = UserStateReader(guard, deps.redis, deps.db, reserve_s)
+        self.users = UserStateReader(
+            guard, deps.redis, deps.db, reserve_s,
+            ranking.co_engagement_read if ranking is not None else (0, 0),
+        )  # fmt: skip
         self.candidates = ModelCandidates(
             guard, deps.faiss, reserve_s, settings.similar_space, deps.clock, local_index
         )
@@ -173,8 +177,7 @@ class Recommender:
             # Something personal to rank from. A user without a vector or a history takes the
             # path below (popular items, or the two-tower blend when that space is served); the
             # vector spaces are ranking-stage sources only with RECSYS_RANKING_SPACE_SOURCES.
-            return self._ranked(self._ranking, state.user_id, state.seen, found, k, budget,
-                                degraded, filters)
+            return self._ranked(self._ranking, state, found, k, budget, degraded, filters)
         if self._two_tower is not None:
             found = self._with_two_tower(user_id, state.seen, found, k, budget, degraded)
         source = "personalized" if found.hits else "popular"
@@ -228,8 +231,7 @@ class Recommender:
     def _ranked(
         self,
         stage: ServingRanking,
-        user_id: str,
-        seen: list[str],
+        state: UserState,
         found: Candidates,
         k: int,
         budget: Budget,
@@ -246,8 +248,9 @@ class Recommender:
         needs_categories = (filters.category is not None or stage.max_per_category > 0
                             or stage.mmr_lambda < 1.0)
         deleted = self._deleted.current() if self._deleted is not None else frozenset()
+        seen = state.seen
         ranking = stage.rank(
-            UserContext.of(user_id, seen),
+            UserContext.of(state.user_id, seen),
             found.hits,
             k,
             budget,
@@ -256,6 +259,7 @@ class Recommender:
             category=filters.category,
             categories=categories if needs_categories else None,
             explain=filters.explain,
+            read_with_user=state.redis_state,
         )
         degraded.update(ranking.failed)
         ranked = Candidates(

@@ -1,7 +1,9 @@
-"""A user's state for one request: the seen list and the query vector, in one Redis round trip.
+"""A user's state for one request: the seen list, the query vector and, for the ranking stage,
+the co-engagement followers of the user's newest items, in one Redis round trip
+(:mod:`shared.storage.request_state`).
 
 The trainer writes ``seen:{user}`` and ``query:{user}`` in the same pipeline
-(``redis_store.push_seen``), so one pipelined read returns both. MongoDB ``users`` stays the
+(``redis_store.push_seen``), so one read returns both. MongoDB ``users`` stays the
 durable record: it is read only when Redis has no vector for the user (a user the trainer has
 not published since Redis lost its data, or a store seeded without the Redis copy), or when
 Redis is down.
@@ -20,6 +22,7 @@ from pymongo.database import Database
 
 from services.recommender_app.resilience import Budget, DependencyDown, Guard
 from shared.storage import mongo, redis_store
+from shared.storage.request_state import RequestState, RequestStateReader
 
 log = logging.getLogger(__name__)
 
@@ -30,36 +33,41 @@ class UserState:
     seen: list[str]  # newest first; empty when unknown or Redis is down
     query_vector: np.ndarray | None  # float32 (serving_dim,); None: no vector anywhere
     vector_from: str | None = None  # "redis" | "mongo": where the vector was found
+    redis_state: RequestState | None = None  # what Redis gave (None: Redis failed)
 
 
 class UserStateReader:
     """Reads :class:`UserState`; a failed store only removes what it would have given and is
     added to ``degraded``."""
 
-    def __init__(self, guard: Guard, cache: redis.Redis, db: Database, reserve_s: float):
+    def __init__(self, guard: Guard, cache: redis.Redis, db: Database, reserve_s: float,
+                 co_engagement: tuple[int, int] = (0, 0)):
+        """``co_engagement``: (newest seen items, followers beyond the seen list's length) read
+        with the state for the ranking stage's co-engagement source; (0, 0) reads none."""
         self._guard = guard
-        self._cache = cache
+        self._reader = RequestStateReader(cache)
         self._db = db
         self._reserve_s = reserve_s  # kept free for the fallback after a failure
+        self._anchors, self._extra_followers = co_engagement
 
     def load(self, user_id: str, budget: Budget, degraded: set[str]) -> UserState:
-        seen: list[str] = []
-        raw: str | None = None
+        state: RequestState | None = None
         try:
-            seen, raw = self._guard.call(
+            state = self._guard.call(
                 "redis",
                 budget,
-                lambda _t: redis_store.get_user_state(self._cache, user_id),
+                lambda _t: self._reader.read(user_id, self._anchors, self._extra_followers),
                 self._reserve_s,
             )
         except DependencyDown:
             degraded.add("redis")
-        if raw is not None:
-            vector = self._checked(user_id, _decode(user_id, raw))
+        seen = state.seen if state is not None else []
+        if state is not None and state.query is not None:
+            vector = self._checked(user_id, _decode(user_id, state.query))
             if vector is not None:
-                return UserState(user_id, seen, vector, "redis")
+                return UserState(user_id, seen, vector, "redis", state)
         vector = self._from_mongo(user_id, budget, degraded)
-        return UserState(user_id, seen, vector, "mongo" if vector is not None else None)
+        return UserState(user_id, seen, vector, "mongo" if vector is not None else None, state)
 
     def _from_mongo(self, user_id: str, budget: Budget, degraded: set[str]) -> np.ndarray | None:
         def find(timeout_s: float) -> dict[str, Any] | None:
