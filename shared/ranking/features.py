@@ -23,7 +23,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from operator import itemgetter
 
 import numpy as np
 
@@ -86,10 +85,16 @@ def build_pool(
     column = {name: i for i, name in enumerate(names)}
     index: dict[str, int] = {}
     found_by: list[dict[str, int]] = []
-    placed: list[tuple[str, np.ndarray, list[Hit]]] = []  # (source, row of each hit, hits)
+    # One flat list of (row, column, value) for every rank and score feature, written into the
+    # matrix in one assignment: per-source numpy calls cost more than the arithmetic here.
+    rows: list[int] = []
+    cols: list[int] = []
+    values: list[float] = []
     for source in source_names:
         hits = lists_by_source.get(source) or []
-        rows: list[int] = []
+        if not hits:
+            continue
+        source_rows: list[int] = []
         for rank, (item_id, _score) in enumerate(hits):
             row_i = index.get(item_id)
             if row_i is None:
@@ -97,28 +102,36 @@ def build_pool(
                 found_by.append({source: rank})
             else:
                 found_by[row_i][source] = rank
-            rows.append(row_i)
-        placed.append((source, np.array(rows, dtype=np.intp), hits))
+            source_rows.append(row_i)
+        # A repeated item within one list keeps its last rank: later writes win below.
+        rows += source_rows
+        cols += repeat(column[f"rank:{source}"], len(hits))
+        values += _discounts(len(hits))
+        score_col, low, span = _score_scale(source, hits, column)
+        if score_col is not None:
+            rows += source_rows
+            cols += repeat(score_col, len(hits))
+            values += [(score - low) / span for _, score in hits]
     item_ids = list(index)
     n = len(item_ids)
     # float64 while computing, float32 at the end (as the scores were computed before).
     features = np.zeros((n, len(names)), dtype=np.float64)
-    n_found = np.zeros(n, dtype=np.float64)
-    for source, hit_rows, hits in placed:
-        if not hits:
-            continue
-        n_found[np.unique(hit_rows)] += 1.0
-        # A repeated item within one list keeps its last rank, as the row-by-row code did.
-        features[hit_rows, column[f"rank:{source}"]] = 1.0 / np.log2(np.arange(len(hits)) + 2.0)
-        score_col, low, span = _score_scale(source, hits, column)
-        if score_col is not None:
-            raw = np.fromiter(map(itemgetter(1), hits), dtype=np.float64, count=len(hits))
-            features[hit_rows, score_col] = (raw - low) / span
+    if rows:  # numpy assigns in order: the last write of a cell wins
+        count = len(rows)
+        features[
+            np.fromiter(rows, dtype=np.intp, count=count),
+            np.fromiter(cols, dtype=np.intp, count=count),
+        ] = np.fromiter(values, dtype=np.float64, count=count)
+    n_found = np.fromiter(map(len, found_by), dtype=np.float64, count=n)
     activity = min(1.0, math.log1p(len(user.seen)) / math.log1p(_ACTIVITY_SATURATION))
-    popularity = _lookup(lists.popular_score, item_ids)
+    row_of, table = lists.signal_rows
+    signals = table[
+        np.fromiter(map(row_of.get, item_ids, repeat(len(table) - 1, n)), dtype=np.intp, count=n)
+    ]
+    popularity = signals[:, 0]
     features[:, column["popularity"]] = popularity
-    features[:, column["trending"]] = _lookup(lists.trending_score, item_ids)
-    first_seen = _lookup(lists.first_seen_ms, item_ids, np.nan)
+    features[:, column["trending"]] = signals[:, 1]
+    first_seen = signals[:, 2]
     known = ~np.isnan(first_seen)
     age_h = np.maximum(0.0, (now_ms - first_seen[known]) / 3_600_000.0)
     newness = 1.0 - np.log1p(age_h) / math.log1p(_NEWNESS_HORIZON_H)
@@ -137,12 +150,18 @@ def build_pool(
     return CandidatePool(item_ids, found_by, features.astype(np.float32), names)
 
 
-def _lookup(
-    values: Mapping[str, float], item_ids: list[str], missing: float = 0.0
-) -> np.ndarray:
-    """float64 (len(item_ids),): each item's value, ``missing`` where it has none."""
-    n = len(item_ids)
-    return np.fromiter(map(values.get, item_ids, repeat(missing, n)), dtype=np.float64, count=n)
+def _discount(rank: int) -> float:
+    return 1.0 / math.log2(rank + 2.0)
+
+
+_DISCOUNTS = [_discount(rank) for rank in range(1024)]  # longer lists compute the rest
+
+
+def _discounts(n: int) -> list[float]:
+    """1/log2(rank + 2) for ranks 0..n-1: the NDCG discount."""
+    if n <= len(_DISCOUNTS):
+        return _DISCOUNTS[:n]
+    return _DISCOUNTS + [_discount(rank) for rank in range(len(_DISCOUNTS), n)]
 
 
 def _score_scale(

@@ -45,14 +45,20 @@ def rerank(
     rules: RerankRules,
 ) -> list[int]:
     """Indices into ``item_ids`` of the items to serve, in order (at most ``rules.k``)."""
-    order = np.argsort(-scores, kind="stable")
-    allowed = [
-        int(i)
-        for i in order
-        if item_ids[i] not in seen
-        and item_ids[i] not in rules.exclude
-        and (rules.category is None or categories.get(item_ids[i]) == rules.category)
-    ]
+    order = np.argsort(-scores, kind="stable").tolist()
+    # Without a diversity rule only the first k allowed items matter: stop there.
+    limit = rules.k if rules.mmr_lambda >= 1.0 and rules.max_per_category <= 0 else len(order)
+    allowed: list[int] = []
+    for i in order:
+        item_id = item_ids[i]
+        if (
+            item_id not in seen
+            and item_id not in rules.exclude
+            and (rules.category is None or categories.get(item_id) == rules.category)
+        ):
+            allowed.append(i)
+            if len(allowed) == limit:
+                break
     if rules.mmr_lambda < 1.0:
         return _mmr(allowed, item_ids, scores, categories, rules)
     if rules.max_per_category <= 0:

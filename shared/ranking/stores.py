@@ -11,7 +11,10 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol
+
+import numpy as np
 
 from shared.config import RankingSettings
 from shared.ranking.co_engagement import CoEngagement
@@ -35,6 +38,24 @@ class GlobalLists:
     popular_score: dict[str, float] = field(default_factory=dict)
     trending_score: dict[str, float] = field(default_factory=dict)
     first_seen_ms: dict[str, float] = field(default_factory=dict)
+
+    @cached_property
+    def signal_rows(self) -> tuple[dict[str, int], np.ndarray]:
+        """(item → row, float64 (m + 1, 3)): each listed item's popularity share, trending
+        share and first event time (NaN when unknown) in one row, so a candidate costs one
+        lookup instead of three; the last row is an unlisted item's (0, 0, NaN). Built once
+        per lists object (the service shares one between requests)."""
+        rows: dict[str, int] = {}
+        for item in (*self.popular_score, *self.trending_score, *self.first_seen_ms):
+            rows.setdefault(item, len(rows))
+        table = np.zeros((len(rows) + 1, 3), dtype=np.float64)
+        table[:, 2] = np.nan
+        for column, values in enumerate(
+            (self.popular_score, self.trending_score, self.first_seen_ms)
+        ):
+            if values:
+                table[[rows[item] for item in values], column] = list(values.values())
+        return rows, table
 
     @classmethod
     def of(cls, popular: list[Hit], trending: list[Hit], new_items: list[Hit]) -> GlobalLists:
