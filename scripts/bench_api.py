@@ -4,8 +4,9 @@ the machine's ceiling measured in the same run.
 Starts a private local stack (Kafka, MongoDB, Redis from wheels, in a temporary folder) unless
 ``--stack-dir`` names a running one, writes a synthetic snapshot of ``--items`` items for
 faiss_app, seeds users as the trainer publishes them (MongoDB query vectors; Redis seen lists
-with the query vector beside them), item metadata (Redis, with a few items in MongoDB) and the
-popular set, and starts faiss_app, recommender_app and a bare Falcon app
+with the query vector beside them), item metadata (Redis, with a few items in MongoDB), the
+popular set and the ranking stage's state (co-engagement followers of the users' recent items,
+a trending list), and starts faiss_app, recommender_app and a bare Falcon app
 (``scripts/bare_falcon_app.py``, the baseline) under gunicorn on 127.0.0.1, the baseline with
 the recommender's gunicorn settings. Then, for the baseline and each path (personalized,
 similar, popular), at 4 and at 32 keep-alive connections: req/s, p50/p99, errors and degraded
@@ -52,6 +53,7 @@ from shared.atomic import write_text_atomic
 from shared.item_vectors import encode_value
 from shared.kafka import ensure_topics, flush_or_raise, make_producer
 from shared.metrics import Metrics
+from shared.ranking.candidates import RECENT_ITEMS_USED
 from shared.snapshots import (
     ITEM_IDS,
     ITEM_VECTORS,
@@ -62,7 +64,7 @@ from shared.snapshots import (
     write_json,
     write_snapshot_dir,
 )
-from shared.storage import mongo, redis_store
+from shared.storage import mongo, ranking_store, redis_store
 
 REPO = Path(__file__).resolve().parents[1]
 PATHS = ("personalized", "similar", "popular")
@@ -171,6 +173,30 @@ def seed_item_metadata(
         redis_store.put_item_metadata(
             r, (metadata(ids[j], j) for j in range(start, min(len(ids), start + chunk)))
         )
+
+
+def seed_ranking_state(
+    r: Any, ids: Sequence[str], seen_lists: dict[str, list[str]], per_item: int, seed: int
+) -> None:
+    """What the trainer's ranking signals leave in Redis, so the ranking stage does its full work
+    per request: ``per_item`` co-engagement followers of each user's most recent items (the ones
+    :class:`shared.ranking.candidates.CoEngagementCandidates` reads) and a ``trending`` list."""
+    rng = np.random.default_rng(seed + 1)
+    # seen_lists are oldest first, as push_seen takes them; Redis holds them newest first.
+    anchors = {
+        item
+        for seen in seen_lists.values()
+        for item in list(dict.fromkeys(reversed(seen)))[:RECENT_ITEMS_USED]
+    }
+    pipe = r.pipeline(transaction=False)
+    for item in anchors:
+        followers = rng.choice(len(ids), size=min(per_item, len(ids)), replace=False)
+        weights = rng.exponential(1.0, size=len(followers))
+        scores = {ids[j]: float(w) for j, w in zip(followers, weights, strict=True)}
+        pipe.zadd(ranking_store.coeng_key(item), scores)
+    trending = rng.choice(len(ids), size=min(1000, len(ids)), replace=False)
+    pipe.zadd(ranking_store.TRENDING_KEY, {ids[j]: float(1000 - n) for n, j in enumerate(trending)})
+    pipe.execute()
 
 
 # -- load -----------------------------------------------------------------------------------------
@@ -852,6 +878,7 @@ def bench(
     redis_store.push_seen(
         r, seen_lists, settings.redis.seen_list_length, {u: queries[n] for n, u in enumerate(users)}
     )
+    seed_ranking_state(r, ids, seen_lists, settings.ranking.co_engagement_per_item, args.seed)
     print(f"seeded stores in {time.perf_counter() - started:.1f}s", flush=True)
 
     faiss_port, api_port, base_port = (localstack.free_port() for _ in range(3))
