@@ -71,15 +71,16 @@ def make_world(models_dir: Path) -> World:
 
 
 def start_faiss(
-    world: World, env_base: dict[str, str], log_dir: Path
+    world: World, env_base: dict[str, str], log_dir: Path, follow: bool = False
 ) -> tuple[ManagedProcess, str]:
-    """faiss_app under gunicorn (1 worker × 2 threads) on a free loopback port."""
+    """faiss_app under gunicorn (1 worker × 2 threads) on a free loopback port; ``follow``
+    lets it tail the item-vector topics."""
     port = localstack.free_port()
     env = dict(env_base)
     env.update(
         {
             "RECSYS_MODELS_DIR": str(world.models_dir),
-            "RECSYS_FAISS_FOLLOW_UPDATES": "false",
+            "RECSYS_FAISS_FOLLOW_UPDATES": "true" if follow else "false",
             "RECSYS_STATSD_ENABLED": "false",
         }
     )

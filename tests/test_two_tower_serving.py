@@ -15,6 +15,7 @@ from shared import snapshots
 from shared.cold_start_blend import BlendRule
 from shared.config import Settings
 from shared.data import SyntheticConfig, generate
+from shared.faiss_client import FaissClient, SpaceNotReady, UnknownItem
 from shared.item_vectors import decode
 from shared.kafka import make_consumer
 from shared.model.two_tower import TwoTowerConfig
@@ -143,6 +144,50 @@ def test_recommend_blends_the_two_tower_space_for_a_new_user(
             share = BlendRule().share(len(world.seen["u0"]))
             assert share < 0.5
             assert 1 <= sum(i in two_tower_ids for i in known) <= round(10 * share)
+        finally:
+            deps.close()
+    finally:
+        proc.stop()
+
+
+def test_put_item_becomes_searchable_in_the_two_tower_space(
+        stack_env: dict[str, str], settings: Settings,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    from tests.test_recommender_support import api_settings, make_world, start_faiss
+
+    world = make_world(tmp_path_factory.mktemp("models"))
+    write_two_tower(world.models_dir)
+    # faiss_app tails this test's own item-vector topics, those the recommender publishes on
+    proc, url = start_faiss(world, stack_env, tmp_path_factory.mktemp("f"), follow=True)
+    faiss = FaissClient(url, 2.0, space="two_tower")
+    try:
+        def holds(item_id: str) -> bool:
+            try:
+                faiss.similar(item_id, 1)
+                return True
+            except (UnknownItem, SpaceNotReady):
+                return False
+
+        assert wait_for(lambda: holds("i000001"), timeout_s=60)  # the snapshot's space loaded
+        with pytest.raises(UnknownItem):
+            faiss.similar("fresh-searchable", 1)
+        configured = replace(replace(api_settings(settings, url), "model",
+                                     models_dir=world.models_dir), "access", api_keys=(KEY,))
+        client, deps = client_for(configured)
+        try:
+            fields = {"title": "Deluxe garden set", "category": "garden", "price": 12.5}
+            answer = client.simulate_put("/items/fresh-searchable", json=fields,
+                                         headers={"Authorization": f"Bearer {KEY}"})
+            assert answer.status_code == 201, answer.text
+            vector = TwoTowerModel(world.models_dir).item_vector("fresh-searchable", fields)
+            assert vector is not None
+
+            def nearest() -> list[str]:
+                return [i for i, _ in faiss.search(vector, 1)[0]]
+
+            # searchable: its own vector's nearest neighbour in the two-tower space is itself
+            assert wait_for(lambda: nearest() == ["fresh-searchable"], timeout_s=20)
+            assert faiss.similar("fresh-searchable", 3)  # and it has neighbours of its own
         finally:
             deps.close()
     finally:
