@@ -8,18 +8,39 @@ stopping on the latest tenth of them), embeds every item of the training events 
 item file with the candidate tower, and writes <models-dir>/spaces/two_tower/<version>/ (weights as
 np.savez without pickle, item ids and vectors, manifest with training time and model size),
 then switches <models-dir>/spaces/two_tower/LATEST atomically.
+
+Kept fresh (shared/model/two_tower_refresh.py says why a periodic re-train, in a process of
+its own): ``--every S`` re-trains every S seconds on the log and the catalogue as they are
+then, writes a new snapshot (with the offsets of ``item-vectors.two_tower`` it already holds)
+and, with ``--reload``, has faiss_app swap the ``two_tower`` space (RECSYS_FAISS_URL,
+RECSYS_FAISS_ADMIN_TOKEN). ``--follow`` tails the ``interactions`` topic so the events since
+start join each re-train's log; ``--catalogue`` adds every item of MongoDB's catalogue (where
+``PUT /items`` writes) to the items embedded. Ctrl-C or SIGTERM stops between re-trains.
+
+    python -m scripts.train_two_tower --data-dir data --every 3600 --follow --catalogue --reload
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 from shared.config import Settings
 from shared.data.split import chronological_split
+from shared.events import InvalidEvent, parse
+from shared.faiss_client import FaissClient
+from shared.kafka import ensure_topics, make_consumer, poll_batches
 from shared.logs import setup_logging
 from shared.model.cli import add_source_arguments, add_training_arguments
+from shared.model.triplet_refresh import StreamLog, run_periodically
 from shared.model.two_tower_cli import (
     add_two_tower_arguments,
     catalogue_vectors,
@@ -27,7 +48,13 @@ from shared.model.two_tower_cli import (
     train_two_tower,
     two_tower_config,
 )
-from shared.model.two_tower_snapshot import save_two_tower, space_dir
+from shared.model.two_tower_refresh import TwoTowerRefresh, end_offsets, merged_metadata
+from shared.model.two_tower_snapshot import SPACE, save_two_tower, space_dir
+from shared.spaces import space_topic
+from shared.storage import mongo
+
+FOLLOW_BATCH = 500
+FOLLOW_WAIT_S = 0.5
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
@@ -43,6 +70,16 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     out.add_argument("--keep", type=int, default=settings.trainer.snapshots_kept,
                      help="two-tower snapshots kept after writing (default: "
                           f"RECSYS_TRAINER_SNAPSHOTS_KEPT = {settings.trainer.snapshots_kept})")
+    fresh = p.add_argument_group("kept fresh")
+    fresh.add_argument("--every", type=float, default=0.0,
+                       help="re-train every this many seconds and swap the space (default: 0, "
+                            "train once)")
+    fresh.add_argument("--follow", action="store_true",
+                       help="tail the interactions topic: its events join every re-train")
+    fresh.add_argument("--catalogue", action="store_true",
+                       help="embed every item of MongoDB's catalogue too (PUT /items)")
+    fresh.add_argument("--reload", action="store_true",
+                       help="ask faiss_app (RECSYS_FAISS_URL) to load each new snapshot")
     return p
 
 
@@ -68,11 +105,86 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def follow(settings: Settings, stream: StreamLog, stop: threading.Event) -> None:
+    """Append the interactions topic's events to ``stream`` until ``stop``."""
+    consumer = make_consumer(settings.kafka, f"two-tower-refresh-{uuid.uuid4().hex[:8]}",
+                             **{"auto.offset.reset": "latest"})
+    consumer.subscribe([settings.kafka.interactions_topic])
+    try:
+        for batch in poll_batches(consumer, FOLLOW_BATCH, FOLLOW_WAIT_S, stop):
+            events = []
+            for message in batch:
+                try:
+                    events.append(parse(message.value()))
+                except InvalidEvent:
+                    continue  # the trainer dead-letters these; nothing to learn here
+            stream.add(events)
+    finally:
+        consumer.close()
+
+
+def catalogue_items(settings: Settings) -> dict[str, Mapping[str, Any]]:
+    """Every item of MongoDB's catalogue with its fields (PUT /items writes there)."""
+    db = mongo.connect(settings.mongo)
+    try:
+        return {str(doc.pop("_id")): doc for doc in db[mongo.ITEMS].find({})}
+    finally:
+        db.client.close()
+
+
+def refresher(args: argparse.Namespace, settings: Settings, stream: StreamLog
+              ) -> TwoTowerRefresh:
+    """The periodic re-train over the file, the followed events and the catalogue."""
+    topic = space_topic(settings.kafka.item_vectors_topic, SPACE)
+    faiss = FaissClient(settings.faiss.url, max(settings.faiss.timeout_s, 30.0),
+                        admin_token=settings.faiss.admin_token, space=SPACE)
+
+    def inputs() -> tuple[pd.DataFrame, dict[str, Mapping[str, Any]]]:
+        frame, items, _ = load_with_items(args)
+        prefix, _ = chronological_split(frame, args.train_fraction)
+        log, items = stream.merged(prefix, items)
+        records = {str(r["item_id"]): r for r in items.to_dict("records")} if items is not None else {}
+        return log, merged_metadata(records, catalogue_items(settings) if args.catalogue else {})
+
+    return TwoTowerRefresh(
+        inputs, lambda: end_offsets(settings.kafka, topic), two_tower_config(args),
+        args.models_dir, args.keep,
+        faiss.reload if args.reload else None)
+
+
+def keep_fresh(args: argparse.Namespace, settings: Settings) -> int:
+    """Train now, then every ``--every`` seconds until SIGTERM / Ctrl-C."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stream = StreamLog()
+    refresh = refresher(args, settings, stream)
+    if args.follow:
+        ensure_topics(settings.kafka, spaces=[SPACE])
+        threading.Thread(target=follow, args=(settings, stream, stop), daemon=True).start()
+
+    def once() -> None:
+        done = refresh.run_once()
+        print(f"two-tower space {done.version}: {done.items} items, {done.epochs_run} epochs "
+              f"in {done.train_seconds:.1f}s{', reloaded' if done.reloaded else ''}", flush=True)
+
+    try:
+        once()
+        run_periodically(once, args.every, stop)
+    except KeyboardInterrupt:
+        stop.set()
+        print("train_two_tower: interrupted; the space is the last one reported above",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     args = build_parser(settings).parse_args(argv)
     setup_logging("train_two_tower")
     try:
+        if args.every > 0:
+            return keep_fresh(args, settings)
         return run(args)
     except KeyboardInterrupt:
         print("train_two_tower: interrupted; the two-tower LATEST is unchanged", file=sys.stderr)

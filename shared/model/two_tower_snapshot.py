@@ -130,8 +130,12 @@ def save_two_tower(models_dir: Path, weights: Mapping[str, np.ndarray], space: F
                    item_ids: Sequence[str], item_vectors: np.ndarray,
                    config: Mapping[str, Any] | None = None,
                    metrics: Mapping[str, Any] | None = None, keep: int | None = None,
-                   version: str | None = None) -> str:
-    """Write a two-tower snapshot under :func:`space_dir` and switch its LATEST; its version."""
+                   version: str | None = None, offsets: Mapping[str, int] | None = None) -> str:
+    """Write a two-tower snapshot under :func:`space_dir` and switch its LATEST; its version.
+
+    ``offsets``: ``{partition: offset}`` of ``item-vectors.two_tower`` the snapshot already
+    holds; faiss_app applies the topic from there on (empty: from the beginning).
+    """
     missing = [n for n in _WEIGHTS if n not in weights]
     if missing:
         raise ValueError(f"weights lack {', '.join(missing)}")
@@ -148,7 +152,7 @@ def save_two_tower(models_dir: Path, weights: Mapping[str, np.ndarray], space: F
         "similarity_dims": dim, "n_items": len(item_ids),
         "feature_space": dataclasses.asdict(space), "config": dict(config or {}),
         "parameters": int(sum(a.size for a in arrays.values())),
-        "offsets": {UPDATE_TOPIC: {}},
+        "offsets": {UPDATE_TOPIC: {str(p): int(o) for p, o in (offsets or {}).items()}},
     }
     if metrics is not None:
         manifest["metrics"] = dict(metrics)
