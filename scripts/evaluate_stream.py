@@ -38,11 +38,14 @@ from shared.atomic import write_text_atomic
 from shared.config import Settings
 from shared.data.options import add_data_arguments, interactions_from_args, items_from_args
 from shared.data.split import chronological_split
+from shared.events import Interaction
 from shared.logs import setup_logging
 from shared.model.offline import train, unique_pairs
 from shared.model.training import TrainConfig
 from shared.model.two_tower import TwoTowerConfig
 from shared.model.two_tower_cli import movielens_item_file, train_two_tower
+from shared.model.two_tower_features import HOUR_MS
+from shared.model.two_tower_snapshot import TwoTowerEncoder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the two-tower space, trained on the warm prefix, as a candidate "
                         "source (needs --warm-fraction; item features from --items or "
                         "MovieLens's item file beside --input)")
+    p.add_argument("--two-tower-retrains", type=int, default=0,
+                   help="re-train the two-tower space this many times, evenly over the "
+                        "stream's event time, on everything seen so far (every item "
+                        "re-embedded at its age), as scripts.train_two_tower --every keeps the "
+                        "served space fresh (default: 0, trained once on the prefix)")
     p.add_argument("--triplet", action="store_true",
                    help="add the triplet item-to-item space, trained on the warm prefix, as a "
                         "candidate source (needs --warm-fraction; features as --two-tower)")
@@ -103,6 +111,8 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     stream = frame
     if args.warm_fraction > 0:
         prefix, stream = chronological_split(frame, args.warm_fraction)
+    if args.max_events:
+        stream = stream.iloc[: args.max_events]
     learner = _learner(settings, unique_pairs(prefix) if len(prefix) else None, args.seed)
     spaces: list[ReplaySpace] = []
     fits: dict[str, Any] = {}
@@ -111,7 +121,7 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     if args.two_tower or args.triplet:
         items = _space_items(args, items)
     if args.two_tower:
-        two_tower, fits["two_tower"] = _two_tower(args, prefix, items)
+        two_tower, fits["two_tower"] = _two_tower(args, prefix, stream, items)
         spaces.append(two_tower)
     if args.triplet:
         triplet, fits["triplet"] = train_triplet_space(prefix, items, args.seed,
@@ -125,8 +135,6 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     if len(prefix):
         warm_start(learner, prefix)
         replay.warm(interactions(prefix))
-    if args.max_events:
-        stream = stream.iloc[: args.max_events]
     events = interactions(stream)
     with tqdm(total=len(events), unit="ev", disable=args.no_progress, mininterval=1.0) as bar:
         replay.run(events, bar.update)
@@ -150,17 +158,31 @@ def _space_items(args: argparse.Namespace, items: pd.DataFrame | None) -> pd.Dat
     return items_from_args(args, found) if found is not None else None
 
 
-def _two_tower(args: argparse.Namespace, prefix: pd.DataFrame, items: pd.DataFrame | None
-               ) -> tuple[TwoTowerRanker, dict[str, Any]]:
-    """The two-tower space trained on ``prefix``, its items embedded as of the prefix's end."""
+def _two_tower(args: argparse.Namespace, prefix: pd.DataFrame, stream: pd.DataFrame,
+               items: pd.DataFrame | None) -> tuple[TwoTowerRanker, dict[str, Any]]:
+    """The two-tower space trained on ``prefix``, its items embedded as of the prefix's end;
+    re-trained on the log so far ``--two-tower-retrains`` times over ``stream``."""
     metadata = {str(r["item_id"]): r for r in items.to_dict("records")} if items is not None else {}
-    encoder, fit, size = train_two_tower(prefix, metadata, TwoTowerConfig(
-        seed=args.seed, progress=not args.no_progress))
+    config = TwoTowerConfig(seed=args.seed, progress=not args.no_progress)
+    encoder, fit, size = train_two_tower(prefix, metadata, config)
+    fits = [round(fit.seconds, 2)]
+
+    def retrain(log: list[Interaction]) -> TwoTowerEncoder:
+        frame = pd.DataFrame([(e.user_id, e.item_id, e.ts) for e in log],
+                             columns=["user_id", "item_id", "ts"])
+        retrained, refit, _ = train_two_tower(frame, metadata, config)
+        fits.append(round(refit.seconds, 2))
+        return retrained
+
     first = prefix.groupby(prefix["item_id"].astype(str))["ts"].min()
-    ages = (int(prefix["ts"].max()) - first).to_numpy(np.int64)
-    ranker = TwoTowerRanker(encoder, metadata, [str(i) for i in first.index], ages)
+    span_ms = int(stream["ts"].max() - prefix["ts"].max()) if len(stream) else 0
+    every_ms = span_ms // args.two_tower_retrains if args.two_tower_retrains > 0 else None
+    ranker = TwoTowerRanker(encoder, metadata, [str(i) for i in first.index],
+                            first.to_numpy(np.int64), retrain, every_ms, interactions(prefix))
     return ranker, {"epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch,
-                    "train_seconds": round(fit.seconds, 2), "items_with_features": len(metadata),
+                    "train_seconds": fits, "items_with_features": len(metadata),
+                    "retrains": args.two_tower_retrains,
+                    "retrain_every_hours": round(every_ms / HOUR_MS, 2) if every_ms else None,
                     **size}
 
 

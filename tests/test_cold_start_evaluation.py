@@ -22,6 +22,8 @@ from shared.model.two_tower import TwoTowerConfig
 from shared.model.two_tower_cli import train_two_tower
 from shared.model.two_tower_features import FeatureSpace
 from shared.model.two_tower_offline import add_two_tower
+from shared.model.two_tower_snapshot import TwoTowerEncoder
+from shared.ranking.candidates import UserContext
 
 
 def test_earlier_counts_and_slices() -> None:
@@ -138,3 +140,36 @@ def test_two_tower_ranker_embeds_new_items_and_leaves_seen_ones_out() -> None:
     ranker.add(["i000003", "i000001"])
     ranked = ranker.rank("u000001", ["i000001"], {"i000001"}, 1_704_067_200_000, k=5)
     assert sorted(ranked) == ["i000002", "i000003"]
+
+
+def test_two_tower_ranker_retrains_on_the_log_and_re_embeds_items_at_their_age() -> None:
+    frame, items = generate(SyntheticConfig(n_users=100, n_items=60, n_events=1500, seed=3))
+    metadata = {str(r["item_id"]): r for r in items.to_dict("records")}
+    space = FeatureSpace(id_buckets=1024, user_buckets=1024, category_buckets=64,
+                         token_buckets=512, history=8)
+    config = TwoTowerConfig(dim=8, hidden=16, epochs=1)
+    encoder, _, _ = train_two_tower(frame, metadata, config, space)
+    day = 86_400_000
+    start = 1_704_067_200_000
+    prefix = [Interaction("u000001", "i000001", "view", start)]
+    logs: list[int] = []
+
+    def retrain(log: list[Interaction]) -> TwoTowerEncoder:
+        logs.append(len(log))
+        return encoder  # same weights: only the ages move the vectors
+
+    ranker = TwoTowerRanker(encoder, metadata, ["i000001"], [start], retrain, 2 * day, prefix)
+    ranker.add(["i000002"], start + day)  # first seen a day later: embedded at age 0
+    query = encoder.query_vectors(["u000002"], [[]], [start + day])[0]
+    source = ranker.source(lambda: start + day)
+    before = dict(source.fetch(UserContext("u000002", (), frozenset()), 2))
+    ranker.learn([Interaction("u000002", "i000002", "view", start + day)])
+    assert ranker.retrained == 0  # less than two days since the last training
+    ranker.learn([Interaction("u000003", "i000002", "view", start + 40 * day)])
+    assert ranker.retrained == 1 and logs == [3]  # the prefix and both streamed events
+    after = dict(source.fetch(UserContext("u000002", (), frozenset()), 2))
+    table = encoder.item_table(["i000001", "i000002"], metadata)
+    aged = encoder.candidate_vectors(table, np.array([40 * day, 39 * day]))
+    expected = dict(zip(["i000001", "i000002"], (aged @ query).tolist(), strict=True))
+    assert after == pytest.approx(expected)
+    assert after != pytest.approx(before)  # 39 days older than when first embedded

@@ -97,10 +97,12 @@ def test_two_tower_and_triplet_spaces_as_sources_and_cold_start_slices(tmp_path:
     write_movielens_100k(frame, items, tmp_path)  # u.item beside u.data: found by name
     out = tmp_path / "report.json"
     assert evaluate_stream.main(["--input", str(tmp_path / "u.data"), "--warm-fraction", "0.6",
-                                 "--two-tower", "--triplet", "--no-progress",
-                                 "--report", str(out)]) == 0
+                                 "--two-tower", "--triplet", "--two-tower-retrains", "2",
+                                 "--no-progress", "--report", str(out)]) == 0
     report = json.loads(out.read_text())
     assert "two_tower" in report["rankers"] and report["two_tower"]["items_with_features"] == 80
+    # trained on the prefix, then re-trained twice over the stream's event time
+    assert len(report["two_tower"]["train_seconds"]) == 1 + 2
     assert report["triplet"]["n_pairs"] > 0 and report["triplet"]["features"]
     # each space is a source of the pipeline: measured alone, and a column of the ranker
     assert RANKERS | {"two_tower", "triplet"} == set(report["rankers"])

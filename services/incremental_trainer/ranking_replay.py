@@ -186,7 +186,7 @@ class RankingReplay:
         tested = 0
         for event in events:
             for space in self.spaces:  # an item enters the spaces when first seen
-                space.add([event.item_id])
+                space.add([event.item_id], event.ts)
             if self._eligible(event) and self.rng.random() < self.sample_rate:
                 tested += 1
                 pair = self._test(event)
@@ -195,6 +195,8 @@ class RankingReplay:
             self._remember(event)
             self.slices.observe(event)
         self.learner.learn(events)
+        for space in self.spaces:
+            space.learn(events)
         self.store.apply(signal_batch(events, self.recent, fresh.__contains__))
         for features, index in chosen:
             self.ranker.learn(features, index, self.rng, self.ranker_params)

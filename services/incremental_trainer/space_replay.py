@@ -10,12 +10,13 @@ vector learns from the stream. Each space is then one more source of the ranking
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
+from shared.events import Interaction
 from shared.model.triplet import TripletConfig
 from shared.model.triplet_offline import train_triplet_on
 from shared.model.triplet_space import TripletSpace, metadata_records
@@ -26,8 +27,13 @@ from shared.ranking.space_sources import TRIPLET, InMemorySpace, TripletSpaceCan
 class ReplaySpace(Protocol):
     name: str
 
-    def add(self, item_ids: list[str]) -> None:
-        """Items seen on the stream: those the space does not hold enter it from features."""
+    def add(self, item_ids: list[str], ts_ms: int) -> None:
+        """Items seen on the stream at ``ts_ms``: those the space does not hold enter it from
+        their features."""
+        ...
+
+    def learn(self, events: Sequence[Interaction]) -> None:
+        """Events after they were tested: a space kept fresh by re-training logs them."""
         ...
 
     def source(self, now_ms: Callable[[], int]) -> CandidateSource:
@@ -47,13 +53,16 @@ class TripletReplaySpace:
         self.vectors = InMemorySpace(vectors.shape[1])
         self.vectors.add(space.item_ids, vectors)
 
-    def add(self, item_ids: list[str]) -> None:
+    def add(self, item_ids: list[str], ts_ms: int = 0) -> None:
         fresh = {i: self._metadata[i] for i in item_ids
                  if i not in self.vectors and i in self._metadata}  # fmt: skip
         embedded = self._space.embed_new(fresh)
         if embedded:
             ids = list(embedded)
             self.vectors.add(ids, np.stack([embedded[i] for i in ids]))
+
+    def learn(self, events: Sequence[Interaction]) -> None:
+        """Not re-trained in the replay (its served re-train is issue 15's ``--every``)."""
 
     def source(self, now_ms: Callable[[], int]) -> CandidateSource:
         return TripletSpaceCandidates(self.vectors.similar)

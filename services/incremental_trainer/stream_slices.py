@@ -75,7 +75,14 @@ class SliceScores:
 
 
 class TwoTowerRanker:
-    """Top-k of the two-tower space for a user at an event, over the items seen so far."""
+    """Top-k of the two-tower space for a user at an event, over the items seen so far.
+
+    Kept fresh as the served space is (``scripts.train_two_tower --every``): with ``retrain``
+    and ``retrain_every_ms``, the events of the stream join the training log, and once that
+    much event time has passed since the last training the model is re-trained on the whole
+    log and every item re-embedded at its current age. Between re-trainings an item first seen
+    on the stream enters from its features at age 0 (as ``PUT /items`` does).
+    """
 
     name = TWO_TOWER
 
@@ -84,31 +91,57 @@ class TwoTowerRanker:
         encoder: TwoTowerEncoder,
         metadata: Mapping[str, Mapping[str, Any]],
         prefix_items: Sequence[str] = (),
-        prefix_ages_ms: Sequence[int] = (),
+        prefix_first_seen_ms: Sequence[int] = (),
+        retrain: Callable[[list[Interaction]], TwoTowerEncoder] | None = None,
+        retrain_every_ms: int | None = None,
+        log: Sequence[Interaction] = (),
     ) -> None:
         self._encoder = encoder
         self._metadata = metadata
         self._ids: list[str] = []
         self._position: dict[str, int] = {}
+        self._first_seen = np.zeros(0, dtype=np.int64)
         self._vectors = np.zeros((0, encoder.dim), dtype=np.float32)
-        self.add(list(prefix_items), np.asarray(prefix_ages_ms, dtype=np.int64))
+        self._retrain = retrain
+        self._retrain_every_ms = retrain_every_ms
+        self._log = list(log)
+        self.retrained = 0
+        first = np.asarray(prefix_first_seen_ms, dtype=np.int64)
+        trained_at = max((e.ts for e in self._log), default=int(first.max(initial=0)))
+        self._due_at = trained_at + (retrain_every_ms or 0)
+        self._embed(list(prefix_items), first, trained_at)
 
-    def add(self, item_ids: list[str], ages_ms: np.ndarray | None = None) -> None:
-        """Embed items not in the catalogue yet (age 0 unless given)."""
-        fresh = [i for i in dict.fromkeys(item_ids) if i not in self._position]
+    def _embed(self, fresh: list[str], first_seen: np.ndarray, now_ms: int) -> None:
         if not fresh:
             return
-        ages = (
-            np.zeros(len(fresh), dtype=np.int64)
-            if ages_ms is None or not len(ages_ms)
-            else np.asarray(ages_ms, dtype=np.int64)[[item_ids.index(i) for i in fresh]]
-        )
         table = self._encoder.item_table(fresh, self._metadata)
-        vectors = self._encoder.candidate_vectors(table, ages)
+        vectors = self._encoder.candidate_vectors(table, np.maximum(now_ms - first_seen, 0))
         for item_id in fresh:
             self._position[item_id] = len(self._ids)
             self._ids.append(item_id)
+        self._first_seen = np.concatenate([self._first_seen, first_seen])
         self._vectors = np.vstack([self._vectors, vectors])
+
+    def add(self, item_ids: list[str], ts_ms: int = 0) -> None:
+        """Embed items not in the catalogue yet, first seen at ``ts_ms`` (age 0)."""
+        fresh = [i for i in dict.fromkeys(item_ids) if i not in self._position]
+        self._embed(fresh, np.full(len(fresh), ts_ms, dtype=np.int64), ts_ms)
+
+    def learn(self, events: Sequence[Interaction]) -> None:
+        """Events the stream has shown (after they were tested): the next training's log."""
+        if self._retrain is None or self._retrain_every_ms is None or not events:
+            return
+        self._log.extend(events)
+        now = events[-1].ts
+        if now < self._due_at:
+            return
+        self._encoder = self._retrain(self._log)
+        while self._due_at <= now:  # on a fixed schedule, as a periodic job runs
+            self._due_at += self._retrain_every_ms
+        self.retrained += 1
+        table = self._encoder.item_table(self._ids, self._metadata)
+        self._vectors = self._encoder.candidate_vectors(
+            table, np.maximum(now - self._first_seen, 0))
 
     def source(self, now_ms: Callable[[], int]) -> TwoTowerSpaceCandidates:
         """This space as a source of the ranking pipeline: the user's query vector at
