@@ -4,10 +4,12 @@ the cost; with no budget the ranker never trains."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from services.incremental_trainer.learner import Learner
 from services.incremental_trainer.ranker_training import (
@@ -18,9 +20,15 @@ from services.incremental_trainer.ranker_training import (
 )
 from services.incremental_trainer.ranking_signals import TrainerRankingStage
 from shared.config import Settings
+from shared.model.two_tower import TwoTowerConfig
+from shared.model.two_tower_cli import catalogue_vectors, train_two_tower
+from shared.model.two_tower_features import FeatureSpace
+from shared.model.two_tower_snapshot import save_two_tower
 from shared.ranking.candidates import UserContext
+from shared.ranking.ranker import PRIOR_WEIGHTS
 from shared.ranking.signals import RecentItems, signal_batch
 from shared.ranking.stores import GlobalLists, MemoryRankingStore, store_limits
+from shared.snapshots import write_space_snapshot
 from shared.storage import redis_store
 from tests.conftest import replace
 from tests.test_ranking_redis import stream
@@ -138,3 +146,44 @@ def test_without_budget_the_ranker_never_trains_and_with_it_it_does(
     assert steps[0.0] == (0, 0)
     ranked, learned = steps[1.0]
     assert 0 < learned <= ranked <= 16 * 8  # at most the per-batch cap, 8 batches
+
+
+def test_with_space_sources_the_trainer_ranks_them_and_learns_their_weights(
+    settings: Settings, tmp_path: Path
+) -> None:
+    events = stream(steps=8)  # each user walks the items i0 → i1 → … (mod 30)
+    models_dir = tmp_path / "models"
+    ids = [f"i{j}" for j in range(30)]
+    angle = 2 * np.pi * np.arange(30) / 30  # on a circle: an item's nearest is the next one
+    write_space_snapshot(models_dir, "triplet", ids,
+                         np.stack([np.cos(angle), np.sin(angle)], 1).astype(np.float32),
+                         normalized=True)  # fmt: skip
+    frame = pd.DataFrame([(e.user_id, e.item_id, e.ts) for e in events],
+                         columns=["user_id", "item_id", "ts"])  # fmt: skip
+    space = FeatureSpace(id_buckets=256, user_buckets=256, category_buckets=16,
+                         token_buckets=16, history=4)
+    encoder, _, _ = train_two_tower(frame, {}, TwoTowerConfig(dim=8, hidden=16, epochs=1), space)
+    catalogue, vectors = catalogue_vectors(encoder, frame, {})
+    save_two_tower(models_dir, encoder.weights, encoder.space, encoder.known_items,
+                   encoder.known_users, catalogue, vectors)  # fmt: skip
+
+    r = redis_store.connect(settings.redis)
+    limits = store_limits(settings.ranking, settings.redis.popularity_half_life_s)
+    ranking = replace(settings, "ranking", ranker_train_share=1.0,
+                      space_sources=("two_tower", "triplet")).ranking  # fmt: skip
+    learner = Learner.from_settings(settings.model, settings.trainer, settings.redis)
+    stage = TrainerRankingStage(learner, r, ranking, limits, models_dir)
+    assert stage.ranker.pipeline.source_names[-2:] == ["two_tower", "triplet"]  # as served
+    for start in range(0, len(events), 40):
+        chunk = events[start : start + 40]
+        fresh = stage.before_learning(chunk)
+        learner.learn(chunk)
+        stage.after_publishing(chunk, fresh)
+    assert stage.ranker.steps > 0
+    stage.ranker.publish_if_due(force=True)
+    published = json.loads((models_dir / "ranker.json").read_text())
+    weights = dict(zip(published["features"], published["weights"], strict=True))
+    assert {"rank:two_tower", "rank:triplet"} <= set(weights)
+    assert weights["rank:two_tower"] != PRIOR_WEIGHTS["rank:two_tower"]  # learned, not the prior
+    # the triplet space names each user's next item here: the ranker learns to trust it more
+    assert weights["rank:triplet"] > PRIOR_WEIGHTS["rank:triplet"]

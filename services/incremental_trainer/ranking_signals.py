@@ -29,6 +29,7 @@ from services.incremental_trainer.ranker_training import (
     RankerBudget,
     sample_where,
 )
+from services.incremental_trainer.space_training_sources import TrainerSpaceSources
 from shared.atomic import write_text_atomic
 from shared.config import RankingSettings
 from shared.events import Interaction
@@ -110,8 +111,13 @@ class OnlineRankerTraining:
         )
         self._search = LearnerSearch(learner)
         self._candidates = candidates_per_source(ranking)
+        self._now_ms = 0  # the ranked event's time: the two-tower query's context
+        # the vector spaces the recommender ranks too (space_training_sources.py), so the
+        # published ranker has learned weights for them
+        spaces = TrainerSpaceSources(ranking.space_sources, models_dir).sources(
+            lambda: self._now_ms)
         self.pipeline = RankingPipeline(
-            learner_sources(learner, self._store, self._search),
+            [*learner_sources(learner, self._store, self._search), *spaces],
             self._store,
             lambda: self.ranker,
             self._candidates,
@@ -149,6 +155,7 @@ class OnlineRankerTraining:
         try:
             self._prepare([user for _, user in picked])
             for event, user in picked:
+                self._now_ms = event.ts
                 pool = self.pipeline.rank(user, 10, event.ts).pool
                 if pool is None or event.item_id not in pool.item_ids:
                     continue
