@@ -518,8 +518,8 @@ class RankingSettings:
     max_per_category: int = setting("RANKING_MAX_PER_CATEGORY", 0, _parse_non_negative_int)
     # MMR's λ in the rerank (shared/ranking/rerank.py): 1 = relevance only (off).
     mmr_lambda: float = setting("RANKING_MMR_LAMBDA", 1.0, _parse_fraction)
-    # Vector spaces asked for candidates too (comma list of two_tower, triplet). Off by default:
-    # the trainer's ranker does not learn their features yet (they score 0 until it does).
+    # Vector spaces asked for candidates too (comma list of two_tower, triplet); the trainer's
+    # ranker training ranks with the same ones, so their weights are learned.
     space_sources: tuple[str, ...] = setting("RANKING_SPACE_SOURCES", (), _parse_space_sources)
     lists_cache_s: float = setting("RANKING_LISTS_CACHE_S", 1.0, _parse_non_negative_float)
     ranker_learning_rate: float = setting(
