@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("reports"), help="report folder (reports)")
     p.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--logs", type=Path, default=None, help="copy the trainer and faiss_app logs here"
+    )
     return p
 
 
@@ -384,7 +387,7 @@ def freshness(
         producer.flush(10)
 
     thread = threading.Thread(target=stream, daemon=True)
-    started = time.perf_counter()
+    started, began = time.perf_counter(), time.time()
     learned_before = int(_status(status).get("events", 0))
     thread.start()
     time.sleep(3.0)  # let the rate settle before probing
@@ -393,6 +396,10 @@ def freshness(
     producer = make_producer(settings.kafka, **{"linger.ms": 0})
     session = requests.Session()
     out: dict[str, list[float]] = {"redis_ms": [], "mongo_ms": [], "faiss_ms": []}
+    # When each probe was sent (s since the probes began) and what it saw: a slow probe can
+    # be set beside the trainer's snapshots (their start and duration) on one time line.
+    timeline: list[dict[str, Any]] = []
+    snapshots: dict[str, dict[str, Any]] = {}
     try:
         for n in tqdm(range(probes), desc="freshness", unit="probe", disable=not progress):
             user_id, item_id = f"probe-user-{n}", f"probe-item-{n}"
@@ -427,6 +434,13 @@ def freshness(
                 time.sleep(0.005)
             for key, at in seen.items():
                 out[key].append((at - t0) * 1000)
+            timeline.append(
+                {"sent_s": round(t0 - started, 2),
+                 **{k: round((at - t0) * 1000) for k, at in seen.items()}}
+            )  # fmt: skip
+            last = _status(status).get("last_snapshot") or {}
+            if last.get("at"):
+                snapshots[str(last.get("version"))] = last
             time.sleep(0.2)
     finally:
         stop.set()
@@ -441,6 +455,13 @@ def freshness(
         "rate_target": rate,
         "rate_produced": sent[0] / elapsed,
         "probes": probes,
+        "timeline": timeline,
+        # start (s since the probes began) and duration of each snapshot taken meanwhile
+        "snapshots": [
+            {"at_s": round(float(s["at"]) - float(s.get("ms") or 0) / 1000 - began, 2),
+             "ms": s.get("ms"), "reason": s.get("reason")}
+            for s in snapshots.values() if float(s["at"]) >= began
+        ],
     }
 
 
@@ -706,6 +727,11 @@ def main(argv: list[str] | None = None) -> int:
                     figures["freshness"] = fr
                 finally:
                     stop_trainer(trainer)
+                    if args.logs is not None:
+                        args.logs.mkdir(parents=True, exist_ok=True)
+                        for log_file in [tmp_dir / "one.log", *(tmp_dir / "logs").glob("*")]:
+                            if log_file.is_file():
+                                shutil.copy(log_file, args.logs / log_file.name)
             if not args.skip_two:
                 env2 = _settings_env(args, info, tmp_dir, "two", localstack.free_port())
                 settings2 = Settings.from_env({**env2, "RECSYS_TRAINER_SHARE_ITEMS": "true"})
