@@ -49,6 +49,7 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
 from confluent_kafka import Consumer as KafkaConsumer
 
+from services.incremental_trainer import users_owed
 from services.incremental_trainer.forgetting import UserForgetting
 from services.incremental_trainer.group import GroupMember
 from services.incremental_trainer.learner import ITEMS, USERS, BatchResult, Learner
@@ -63,6 +64,7 @@ from services.incremental_trainer.replay_guard import CountedBatch, ReplayGuard
 from services.incremental_trainer.startup_timing import StartupTiming
 from services.incremental_trainer.status import StatusFile
 from services.incremental_trainer.user_writer import UserVectorWriter
+from shared import snapshots
 from shared.config import Settings
 from shared.deleted_items import DeletedItems
 from shared.events import InvalidEvent, parse
@@ -234,6 +236,9 @@ class Trainer:
         self.forgetting = UserForgetting(
             db, r, self.learner, self.users, self.ranking.signals.recent if self.ranking else None
         )
+        # Owed writes first: a deletion the model has not passed yet (forgotten below) then
+        # drops what they hold of the user's events from before it.
+        self._catch_up_users()
         self.forgetting.forget(self.forgetting.predating(self.positions))
         status_path = settings.trainer.status_file or str(self.models_dir / "trainer_status.json")
         self.status = StatusFile(Path(status_path))
@@ -262,7 +267,6 @@ class Trainer:
         self.started_at = clock()
         self._known_users: set[str] = set()
         self._seed_popularity()
-        self._catch_up_users()
         self.timing.mark("initialised")
 
     # ------------------------------------------------------------------ start-up
@@ -282,8 +286,23 @@ class Trainer:
         log.info("popularity seeded from Redis with %d items", len(known))
 
     def _catch_up_users(self) -> None:
-        """Rewrite MongoDB ``users`` from the model if the snapshot was taken with writes owed."""
+        """Hand the MongoDB ``users`` writes the loaded snapshot owed to the write-behind again
+        (:mod:`users_owed`); a snapshot from before that file rewrites all its users instead."""
         state = self.learner.state
+        if not state.loaded_from_snapshot:
+            return
+        owed = users_owed.load(snapshots.resolve(self.models_dir, state.version))
+        if owed is not None:
+            ids = [o.user_id for o in owed if o.vector]
+            rows = state.user_map.rows(ids, create=False)
+            known = rows >= 0
+            queries = state.model.query_vectors(rows[known])
+            vectors = dict(zip(np.array(ids, dtype=object)[known].tolist(), queries, strict=True))
+            self.users.restore(owed, vectors, state.version)
+            if owed:
+                log.info("snapshot %s owed MongoDB %d users: handed over again",
+                         state.version, len(owed))
+            return
         if not state.metrics.get(USERS_BEHIND):
             return
         forgotten = self.forgetting.offsets  # their rows were reset: nothing to rewrite
@@ -636,10 +655,13 @@ class Trainer:
         started = time.perf_counter()
         self.redis_writes.flush()  # raises if a batch's Redis writes failed
         self.publish_items(everything=True)
-        # MongoDB first, bounded: users.n_events is a count the model cannot rebuild, so the
-        # events a snapshot covers should be counted before their offsets are committed.
-        if not self.users.flush(SNAPSHOT_USERS_FLUSH_S):
+        if self.group is not None and not self.users.flush(SNAPSHOT_USERS_FLUSH_S):
+            # A partition moves to another member with its users (partition files), not with
+            # this process's owed writes: a member lets the store catch up first, bounded.
             log.warning("snapshot with %d user writes still owed to MongoDB", self.users.backlog)
+        # What MongoDB is still owed goes into the snapshot (users_owed.py) instead of being
+        # waited for: the consume loop does not stop for the slowest store.
+        owed = self.users.owed()
         delivered = self._confirm_deliveries()
         vector_offsets = (
             {**self.base_vector_offsets, **delivered}
@@ -662,21 +684,24 @@ class Trainer:
             metrics={
                 "prequential": self.learner.evaluator.figures().as_dict(),
                 "reason": reason,
-                USERS_BEHIND: self.users.behind,
+                USERS_BEHIND: bool(owed),
             },
             keep=self.settings.trainer.snapshots_kept,
+            extra_json={users_owed.FILE: users_owed.to_json(owed)},
         )
         state.version = version
-        state.metrics[USERS_BEHIND] = self.users.behind
+        state.metrics[USERS_BEHIND] = bool(owed)
         self.snapshot_positions = positions
         if self.ranking:
             self.ranking.snapshot()
         self.commit(positions)
         self.last_snapshot_at = time.monotonic()
-        self.last_snapshot = {"version": version, "at": self.clock(), "reason": reason}
         self.counters["snapshots"] += 1
         self._republish_deletes()
         elapsed = (time.perf_counter() - started) * 1000
+        self.last_snapshot = {
+            "version": version, "at": self.clock(), "reason": reason, "ms": round(elapsed)
+        }
         self.metrics.timing("trainer.snapshot_ms", elapsed)
         log.info("snapshot %s (%s) at %s in %.0f ms", version, reason, positions, elapsed)
         return version

@@ -12,10 +12,13 @@ Guarantees (docs/CONTRACTS.md, "Trainer outputs"):
 
 - :meth:`UserVectorWriter.flush` returns once everything handed over so far is written (a clean
   stop flushes before its final snapshot);
-- :attr:`UserVectorWriter.behind` says whether something handed over is not written yet; the
-  trainer records it in each snapshot, and a process that starts from a snapshot taken while
-  the writer was behind rewrites every user of that snapshot (:meth:`catch_up`); users learned
-  after the snapshot are rewritten anyway when their events are replayed;
+- :meth:`UserVectorWriter.owed` lists what is handed over and not written yet (users, whether
+  their document is to be deleted first, the offsets of their uncounted events). A snapshot
+  stores it instead of waiting for the store (:mod:`users_owed`), and a process that starts from
+  that snapshot hands it over again (:meth:`restore`): the offsets are counted once whatever
+  was written meanwhile, and users learned after the snapshot are rewritten anyway when their
+  events are replayed. (Older snapshots only say whether the writer was behind,
+  :attr:`behind`; a start from one of those rewrites every user, :meth:`catch_up`.)
 - a failed round is retried after a pause, merged under anything newer; nothing is dropped.
 """
 
@@ -24,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +52,20 @@ DeleteUsers = Callable[[list[str]], int]
 def merge_offsets(into: EventOffsets, more: EventOffsets) -> None:
     for partition, offsets in more.items():
         into.setdefault(partition, []).extend(offsets)
+
+
+def _copy(events: EventOffsets) -> EventOffsets:
+    return {p: list(o) for p, o in events.items()}
+
+
+@dataclass(frozen=True)
+class OwedUser:
+    """A user whose MongoDB document the writer has not brought up to date yet."""
+
+    user_id: str
+    forget: bool  # delete the document first
+    vector: bool  # a vector is owed (False: only the deletion)
+    events: EventOffsets  # offsets of events not counted in n_events yet
 
 
 @dataclass
@@ -82,6 +99,7 @@ class UserVectorWriter:
         self._flushing = 0  # callers waiting in flush(): no pause between rounds
         self._pending: dict[str, _Pending] = {}
         self._in_flight = 0
+        self._in_flight_batch: dict[str, _Pending] = {}  # the round being written
         self._cond = threading.Condition()
         self._closed = False
         self.written = 0
@@ -119,6 +137,46 @@ class UserVectorWriter:
     def catch_up(self, users: Iterable[tuple[str, np.ndarray]], model_version: str) -> None:
         """Rewrite users whose stored vector may lag the model (no events counted)."""
         self.put(((u, v, {}) for u, v in users), model_version)
+
+    def owed(self) -> list[OwedUser]:
+        """What is handed over and not written yet, the round in flight included (it may yet
+        fail): per user, whether its document is to be deleted first, whether a vector is owed,
+        and the offsets of its events not counted yet."""
+        with self._cond:
+            merged = {
+                u: _Pending(item.vector, _copy(item.events), item.version, item.forget)
+                for u, item in self._in_flight_batch.items()
+            }
+            for user_id, item in self._pending.items():  # newer than the round in flight
+                older = merged.get(user_id)
+                if older is None or item.forget:  # a newer deletion drops what came before
+                    merged[user_id] = _Pending(item.vector, _copy(item.events), item.version,
+                                               item.forget)
+                else:
+                    merge_offsets(older.events, item.events)
+                    if item.vector is not None:
+                        older.vector = item.vector
+        return [
+            OwedUser(u, item.forget, item.vector is not None, item.events)
+            for u, item in merged.items()
+        ]
+
+    def restore(self, owed: Iterable[OwedUser], vectors: Mapping[str, np.ndarray],
+                model_version: str) -> None:
+        """Hand over again what a snapshot says was owed: deletions first, then each user's
+        current vector (``vectors``; a user absent from it is skipped) with the offsets owed."""
+        owed = list(owed)
+        forgotten = [o.user_id for o in owed if o.forget]
+        if forgotten:
+            self.forget(forgotten)
+        self.put(
+            (
+                (o.user_id, vectors[o.user_id], o.events)
+                for o in owed
+                if o.vector and o.user_id in vectors
+            ),
+            model_version,
+        )
 
     @property
     def backlog(self) -> int:
@@ -176,6 +234,7 @@ class UserVectorWriter:
                 keys = list(self._pending)[:ROUND_SIZE]
                 batch = {k: self._pending.pop(k) for k in keys}
             self._in_flight = len(batch)
+            self._in_flight_batch = batch
             return batch
 
     def _run(self) -> None:
@@ -209,6 +268,7 @@ class UserVectorWriter:
             with self._cond:
                 self.written += len(batch)
                 self._in_flight = 0
+                self._in_flight_batch = {}
                 self._cond.notify_all()
 
     def _requeue(self, batch: dict[str, _Pending]) -> None:
@@ -222,4 +282,5 @@ class UserVectorWriter:
                     merge_offsets(newer.events, item.events)
                     newer.forget = item.forget
             self._in_flight = 0
+            self._in_flight_batch = {}
             self._cond.notify_all()

@@ -100,6 +100,7 @@ def save_snapshot(
     metrics: Mapping[str, Any] | None = None,
     keep: int | None = None,
     version: str | None = None,
+    extra_json: Mapping[str, Any] | None = None,
 ) -> str:
     """Write a new snapshot and point ``LATEST`` at it; returns its version.
 
@@ -119,6 +120,9 @@ def save_snapshot(
         Keep only the newest ``keep`` versions afterwards (LATEST is never removed).
     version : str, optional
         Defaults to :func:`shared.snapshots.new_version`.
+    extra_json : mapping, optional
+        ``{file name: JSON value}`` written into the same folder, as atomically as the rest
+        (e.g. the trainer's ``users_owed.json``).
     """
     if user_map.mode != item_map.mode:
         raise ValueError("user and item maps must use the same id mode")
@@ -137,6 +141,8 @@ def save_snapshot(
             np.savez(handle, allow_pickle=False, **arrays)
         snapshots.write_json(folder / snapshots.USER_IDS, user_map.to_json())
         snapshots.write_json(folder / snapshots.ITEM_IDS, item_ids)
+        for name, value in (extra_json or {}).items():
+            snapshots.write_json(folder / name, value)
         with open(folder / snapshots.ITEM_VECTORS, "wb") as handle:
             np.save(handle, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
         snapshots.write_json(folder / snapshots.MANIFEST, manifest)
