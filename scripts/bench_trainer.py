@@ -359,10 +359,14 @@ def freshness(
     item_for_user: str,
     progress: bool,
     status: Path,
+    cpu_roots: dict[str, int] | None = None,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """Produce ``rate`` events/s in the background; per probe, produce → visible (ms).
 
-    Also how fast the trainer learned meanwhile and the lag it had at the end (its status).
+    Also how fast the trainer learned meanwhile and the lag it had at the end (its status),
+    the CPU seconds of ``cpu_roots`` over the probes (``bench`` is this process: the background
+    producer and the probes), and with ``profile`` a py-spy profile of the trainer meanwhile.
     """
     stop = threading.Event()
     sent = [0]
@@ -389,8 +393,18 @@ def freshness(
     thread = threading.Thread(target=stream, daemon=True)
     started, began = time.perf_counter(), time.time()
     learned_before = int(_status(status).get("events", 0))
+    positions_before = sum(int(o) for o in _status(status).get("positions", {}).values())
     thread.start()
     time.sleep(3.0)  # let the rate settle before probing
+    roots = {**(cpu_roots or {}), "bench": os.getpid()}
+    cpu_before = process_cpu.sample(roots)
+    profiled: dict[str, Any] = {}
+    profiler = None
+    if profile is not None and "trainer" in roots:
+        profiler = threading.Thread(
+            target=lambda: profiled.update(py_spy(roots["trainer"], 8, profile)), daemon=True
+        )
+        profiler.start()
     r = redis_store.connect(settings.redis)
     db = mongo.connect(settings.mongo)
     producer = make_producer(settings.kafka, **{"linger.ms": 0})
@@ -443,19 +457,26 @@ def freshness(
                 snapshots[str(last.get("version"))] = last
             time.sleep(0.2)
     finally:
+        cpu = process_cpu.used(cpu_before, process_cpu.sample(roots))
         stop.set()
         thread.join(15)
+        if profiler is not None:
+            profiler.join(60)
     elapsed = time.perf_counter() - started
     end = _status(status)
     return {
         "trainer_events_per_s": (int(end.get("events", 0)) - learned_before) / elapsed,
-        "positions_end": sum(int(o) for o in end.get("positions", {}).values()),
+        # events produced meanwhile and not learned when the probes ended
+        "lag_end": positions_before + sent[0] + 2 * probes
+        - sum(int(o) for o in end.get("positions", {}).values()),
         "seconds": elapsed,
         **{k: v for k, v in out.items()},
         "rate_target": rate,
         "rate_produced": sent[0] / elapsed,
         "probes": probes,
         "timeline": timeline,
+        "cpu_s": cpu,
+        "profile": profiled,
         # start (s since the probes began) and duration of each snapshot taken meanwhile
         "snapshots": [
             {"at_s": round(float(s["at"]) - float(s.get("ms") or 0) / 1000 - began, 2),
@@ -560,41 +581,70 @@ def report(args: argparse.Namespace, f: dict[str, Any]) -> str:
     ]
     for stage, seconds in one["stages"].items():
         lines.append(f"| {stage} | {seconds:.2f} | {100 * seconds / one['seconds']:.0f}% |")
-    cpu = dict(one.get("cpu_s", {}))
-    wall = cpu.pop("wall_s", 0.0)
-    if wall:
-        lines += [
-            "",
-            f"CPU seconds of each process over the same {wall:.1f} s ({f['cpus']} cores = "
-            f"{f['cpus'] * wall:.1f} CPU-seconds available; `other` is the rest of the machine: "
-            "other work on the shared cores):",
-            "",
-            "| process | CPU seconds | cores busy |",
-            "|---|---|---|",
-            *[
-                f"| {name} | {seconds:.2f} | {seconds / wall:.2f} |"
-                for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1])
-            ],
-        ]
-    prof = one.get("profile", {})
-    if prof.get("stages"):
-        lines += [
-            "",
-            f"py-spy ({prof['samples']} samples of whichever trainer thread held the GIL while "
-            "it drained: where its Python work goes), "
-            "share by stage:",
-            "",
-            "| stage | share of samples |",
-            "|---|---|",
-            *[f"| {k} | {v}% |" for k, v in prof["stages"].items()],
-            "",
-            "Top functions by own time: "
-            + ", ".join(f"`{name}` {share}%" for name, share in prof["top_own"][:10]),
-        ]
-    elif prof:
-        lines += ["", f"py-spy failed: {prof.get('error')}"]
+    lines += _cpu_table(one.get("cpu_s", {}), f["cpus"], "the same")
+    lines += _profile_lines(one.get("profile", {}), "while it drained")
+    lines += [
+        "",
+        f"## While {fr['rate_target']:.0f} events/s were produced (the freshness probes)",
+        "",
+        f"The trainer learned {fr['trainer_events_per_s']:.0f} ev/s over {fr['seconds']:.0f} s; "
+        f"{fr.get('lag_end', 'n/a')} events produced meanwhile were not learned yet when the "
+        "probes ended. Snapshots taken "
+        "meanwhile (start in s since the background producer started, duration): "
+        + (", ".join(f"{x['at_s']:.0f} s: {x['ms']} ms" for x in fr.get("snapshots", []))
+           or "none"),
+    ]
+    slow = sorted(fr.get("timeline", []), key=lambda t: -max(
+        [t.get("redis_ms", PROBE_TIMEOUT_S * 1000), t.get("faiss_ms", PROBE_TIMEOUT_S * 1000)]
+    ))[:5]
+    if slow:
+        lines += ["", "Slowest probes (sent at s; ms until visible, missing = not within "
+                  f"{PROBE_TIMEOUT_S:.0f} s): " + "; ".join(
+                      f"{t['sent_s']:.0f} s: redis {t.get('redis_ms', 'missing')}, "
+                      f"faiss {t.get('faiss_ms', 'missing')}" for t in slow)]
+    lines += _cpu_table(fr.get("cpu_s", {}), f["cpus"], "the probes'")
+    lines += _profile_lines(fr.get("profile", {}), "during the probes")
     lines.append("")
     return "\n".join(lines)
+
+
+def _cpu_table(cpu_s: dict[str, float], cpus: int, span: str) -> list[str]:
+    cpu = dict(cpu_s)
+    wall = cpu.pop("wall_s", 0.0)
+    if not wall:
+        return []
+    return [
+        "",
+        f"CPU seconds of each process over {span} {wall:.1f} s ({cpus} cores = "
+        f"{cpus * wall:.1f} CPU-seconds available; `other` is the rest of the machine: "
+        "other work on the shared cores):",
+        "",
+        "| process | CPU seconds | cores busy |",
+        "|---|---|---|",
+        *[
+            f"| {name} | {seconds:.2f} | {seconds / wall:.2f} |"
+            for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1])
+        ],
+    ]
+
+
+def _profile_lines(prof: dict[str, Any], when: str) -> list[str]:
+    if not prof:
+        return []
+    if not prof.get("stages"):
+        return ["", f"py-spy failed: {prof.get('error')}"]
+    return [
+        "",
+        f"py-spy ({prof['samples']} samples of whichever trainer thread held the GIL {when}: "
+        "where its Python work goes), share by stage:",
+        "",
+        "| stage | share of samples |",
+        "|---|---|",
+        *[f"| {k} | {v}% |" for k, v in prof["stages"].items()],
+        "",
+        "Top functions by own time: "
+        + ", ".join(f"`{name}` {share}%" for name, share in prof["top_own"][:10]),
+    ]
 
 
 # ------------------------------------------------------------------ main
@@ -722,6 +772,8 @@ def main(argv: list[str] | None = None) -> int:
                         events[-1].item_id,
                         progress,
                         status,
+                        roots,
+                        None if args.no_profile else tmp_dir / "profile-freshness",
                     )
                     fr["load_avg"] = _load()
                     figures["freshness"] = fr
