@@ -16,6 +16,8 @@ and, with ``--reload``, has faiss_app swap the ``two_tower`` space (RECSYS_FAISS
 RECSYS_FAISS_ADMIN_TOKEN). ``--follow`` tails the ``interactions`` topic so the events since
 start join each re-train's log; ``--catalogue`` adds every item of MongoDB's catalogue (where
 ``PUT /items`` writes) to the items embedded. Ctrl-C or SIGTERM stops between re-trains.
+docker-compose runs it as the ``two-tower-trainer`` service (``--follow --from-start --every S
+--catalogue --reload --heartbeat-file F``; docs/deploy.md).
 
     python -m scripts.train_two_tower --data-dir data --every 3600 --follow --catalogue --reload
 """
@@ -33,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from scripts.train_triplet import keep_heartbeat
 from shared.config import Settings
 from shared.data.split import chronological_split
 from shared.events import InvalidEvent, parse
@@ -51,6 +54,7 @@ from shared.model.two_tower_cli import (
 from shared.model.two_tower_refresh import TwoTowerRefresh, end_offsets, merged_metadata
 from shared.model.two_tower_snapshot import SPACE, save_two_tower, space_dir
 from shared.spaces import space_topic
+from shared.startup import settings_for_parser
 from shared.storage import mongo
 
 FOLLOW_BATCH = 500
@@ -76,6 +80,12 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                             "train once)")
     fresh.add_argument("--follow", action="store_true",
                        help="tail the interactions topic: its events join every re-train")
+    fresh.add_argument("--from-start", action="store_true",
+                       help="with --follow: read the topic from the oldest event it retains, so "
+                            "a restarted service re-trains on the same log as before")
+    fresh.add_argument("--heartbeat-file", type=Path, default=None,
+                       help="touched every few seconds while the service and its follower run "
+                            "(a container healthcheck reads its age; default: none)")
     fresh.add_argument("--catalogue", action="store_true",
                        help="embed every item of MongoDB's catalogue too (PUT /items)")
     fresh.add_argument("--reload", action="store_true",
@@ -105,10 +115,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def follow(settings: Settings, stream: StreamLog, stop: threading.Event) -> None:
+def follow(settings: Settings, stream: StreamLog, stop: threading.Event,
+           from_start: bool = False) -> None:
     """Append the interactions topic's events to ``stream`` until ``stop``."""
     consumer = make_consumer(settings.kafka, f"two-tower-refresh-{uuid.uuid4().hex[:8]}",
-                             **{"auto.offset.reset": "latest"})
+                             **{"auto.offset.reset": "earliest" if from_start else "latest"})
     consumer.subscribe([settings.kafka.interactions_topic])
     try:
         for batch in poll_batches(consumer, FOLLOW_BATCH, FOLLOW_WAIT_S, stop):
@@ -158,9 +169,16 @@ def keep_fresh(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stream = StreamLog()
     refresh = refresher(args, settings, stream)
+    workers: list[threading.Thread] = []
     if args.follow:
         ensure_topics(settings.kafka, spaces=[SPACE])
-        threading.Thread(target=follow, args=(settings, stream, stop), daemon=True).start()
+        workers.append(threading.Thread(target=follow, daemon=True,
+                                        args=(settings, stream, stop, args.from_start)))
+        workers[0].start()
+    if args.heartbeat_file is not None:
+        # beats while the process (the re-trains run in it) and its follower are alive
+        threading.Thread(target=keep_heartbeat, args=(args.heartbeat_file, workers, stop),
+                         daemon=True).start()  # fmt: skip
 
     def once() -> None:
         done = refresh.run_once()
@@ -179,7 +197,7 @@ def keep_fresh(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings.from_env()
+    settings = settings_for_parser("train_two_tower", argv)
     args = build_parser(settings).parse_args(argv)
     setup_logging("train_two_tower")
     try:

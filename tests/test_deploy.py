@@ -52,6 +52,8 @@ ONE_SHOT_SERVICES = {"kafka-init", "model-init"}
 SCRIPT_SERVICES = {
     # compose service → (Dockerfile, the script it runs)
     "triplet-trainer": ("Dockerfiles/incremental_trainer.Dockerfile", "scripts.train_triplet"),
+    "two-tower-trainer": ("Dockerfiles/incremental_trainer.Dockerfile",
+                          "scripts.train_two_tower"),
 }
 EXPECTED_SERVICES = INFRA_SERVICES | set(APP_SERVICES) | {"model-init"} | set(SCRIPT_SERVICES)
 DOCKERFILES = sorted(set(APP_SERVICES.values()))
@@ -371,6 +373,7 @@ PROGRAMS = {
     "incremental-trainer": "incremental_trainer",
     "model-init": "initial_training",
     "triplet-trainer": "train_triplet",
+    "two-tower-trainer": "train_two_tower",
 }
 
 
@@ -563,9 +566,10 @@ def test_script_services_run_their_script_with_flags_it_has(name: str) -> None:
     # its healthcheck reads the file the script is told to beat
     env = service_env(service)
     check = service["healthcheck"]["test"]
-    assert check[-4:-2] == ["heartbeat", "TRIPLET_HEARTBEAT_FILE"]
-    assert check[-2] == env["TRIPLET_HEARTBEAT_FILE"]
-    assert '--heartbeat-file "$${TRIPLET_HEARTBEAT_FILE}"' in script
+    variable = check[-3]
+    assert check[-4] == "heartbeat" and variable.endswith("_HEARTBEAT_FILE")
+    assert check[-2] == env[variable]
+    assert f'--heartbeat-file "$${{{variable}}}"' in script
 
 
 def test_compose_long_running_services_restart_and_have_healthchecks() -> None:
@@ -601,6 +605,7 @@ def test_compose_models_volume_is_shared() -> None:
     assert mounts["model-init"] == ["models:/app/models"]
     assert mounts["incremental-trainer"] == ["models:/app/models"]
     assert mounts["triplet-trainer"] == ["models:/app/models"]  # writes models/spaces/triplet
+    assert mounts["two-tower-trainer"] == ["models:/app/models"]  # models/spaces/two_tower
     assert mounts["faiss-app"] == ["models:/app/models:ro"]
     assert mounts["recommender-app"] == ["models:/app/models:ro"]  # the two-tower encoder
 
