@@ -406,7 +406,8 @@ def freshness(
     thread = threading.Thread(target=stream, daemon=True)
     started, began = time.perf_counter(), time.time()
     learned_before = int(_status(status).get("events", 0))
-    positions_before = sum(int(o) for o in _status(status).get("positions", {}).values())
+    status_before = _status(status)
+    positions_before = sum(int(o) for o in status_before.get("positions", {}).values())
     thread.start()
     time.sleep(3.0)  # let the rate settle before probing
     roots = {**(cpu_roots or {}), "bench": os.getpid()}
@@ -492,6 +493,11 @@ def freshness(
         "rate_produced": sent[0] / elapsed,
         "probes": probes,
         "timeline": timeline,
+        # the trainer's stage seconds over the probes (where its loop's time went meanwhile)
+        "stages": {
+            k: round(float(v) - float(status_before.get("stage_s", {}).get(k, 0.0)), 2)
+            for k, v in end.get("stage_s", {}).items()
+        },
         "cpu_s": cpu,
         "profile": profiled,
         # start (s since the probes began) and duration of each snapshot taken meanwhile
@@ -619,6 +625,9 @@ def report(args: argparse.Namespace, f: dict[str, Any]) -> str:
                   f"{PROBE_TIMEOUT_S:.0f} s): " + "; ".join(
                       f"{t['sent_s']:.0f} s: redis {t.get('redis_ms', 'missing')}, "
                       f"faiss {t.get('faiss_ms', 'missing')}" for t in slow)]
+    if fr.get("stages"):
+        lines += ["", "The trainer's stage seconds over the probes: " + ", ".join(
+            f"{k} {v:.1f}" for k, v in fr["stages"].items())]
     lines += _cpu_table(fr.get("cpu_s", {}), f["cpus"], "the probes'")
     lines += _profile_lines(fr.get("profile", {}), "during the probes")
     lines.append("")

@@ -52,19 +52,22 @@ def _machine_busy_s() -> float:
 
 
 def sample(roots: Mapping[str, int]) -> CpuSample:
-    """CPU seconds so far of each ``name → pid`` including its descendants."""
+    """CPU seconds so far of each ``name → pid`` including its descendants, except those under
+    another of the roots (a benchmark that started the trainer: each is counted once, under its
+    own name)."""
     table = _process_table()
     children: dict[int, list[int]] = {}
     for pid, (parent, _) in table.items():
         children.setdefault(parent, []).append(pid)
     by_name: dict[str, float] = {}
+    others = set(roots.values())
     for name, root in roots.items():
         total, todo = 0.0, [root]
         while todo:
             pid = todo.pop()
             if pid in table:
                 total += table[pid][1]
-            todo.extend(children.get(pid, ()))
+            todo.extend(c for c in children.get(pid, ()) if c not in others)
         by_name[name] = total
     return CpuSample(time.monotonic(), by_name, _machine_busy_s())
 

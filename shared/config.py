@@ -369,6 +369,10 @@ class TrainerSettings:
     negative_vectors_interval_s: float = setting(
         "TRAINER_NEGATIVE_VECTORS_INTERVAL_S", 5.0, _parse_positive_float
     )
+    # MongoDB users (the serving copy the recommender reads only when Redis has no vector) are
+    # written behind at most this many users per second, each user's newest vector once per
+    # round; a clean stop writes what is left at the store's pace.
+    mongo_users_per_s: int = setting("TRAINER_MONGO_USERS_PER_S", 500, _parse_positive_int)
     # Several trainer processes in one consumer group: share item rows through item-vectors
     # and hand partitions' users over through <models_dir>/partitions (docs/CONTRACTS.md).
     share_items: bool = setting("TRAINER_SHARE_ITEMS", False, _parse_bool)

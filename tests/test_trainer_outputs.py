@@ -126,3 +126,23 @@ def test_pending_item_rows_publish_engaged_items_fast_and_negatives_slowly() -> 
     assert len(rows) == 0
     rows.add([], [3])
     assert rows.due(everything=True) == [3]
+
+
+def test_rounds_are_paced_to_the_users_per_second_longest_waiting_first_and_a_flush_is_not() -> None:
+    store = _Store()
+    writer = UserVectorWriter(store, min_round_interval_s=0.2, users_per_s=10)  # 2 per round
+    store.gate.clear()
+    writer.put([("first", _vec(0), _events(1))], "v1")  # a round in flight
+    wait_for(lambda: writer._in_flight, timeout_s=5)
+    writer.put([(f"u{n}", _vec(n), _events(1)) for n in range(7)], "v1")
+    writer.put([("u0", _vec(9), _events(1))], "v1")  # touched again: keeps its place, newest
+    store.gate.set()
+    wait_for(lambda: len(store.rounds) >= 3, timeout_s=5)
+    assert [sorted(r) for r in store.rounds[:3]] == [["first"], ["u0", "u1"], ["u2", "u3"]]
+    assert store.rounds[1]["u0"] == (9.0, 2, "v1")
+    writer.put([(f"w{n}", _vec(n), _events(1)) for n in range(60)], "v1")
+    assert writer.flush(2)  # unpaced: 60 more users at two per 0.2 s would take 6 s
+    assert {u for r in store.rounds for u in r} == {
+        "first", *(f"u{n}" for n in range(7)), *(f"w{n}" for n in range(60))
+    }
+    writer.close(1)

@@ -215,6 +215,7 @@ class Trainer:
         self.users = UserVectorWriter(
             partial(applied_offsets.upsert_user_vectors_once, db),
             delete=partial(mongo.delete_users, db),
+            users_per_s=settings.trainer.mongo_users_per_s,
         )
         self.replays = ReplayGuard(r, self.topic, settings.redis.popularity_half_life_s)
         # Seconds per stage since start: where a batch's time goes (bench_trainer reports it).
