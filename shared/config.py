@@ -522,9 +522,13 @@ class RankingSettings:
     max_per_category: int = setting("RANKING_MAX_PER_CATEGORY", 0, _parse_non_negative_int)
     # MMR's λ in the rerank (shared/ranking/rerank.py): 1 = relevance only (off).
     mmr_lambda: float = setting("RANKING_MMR_LAMBDA", 1.0, _parse_fraction)
-    # Vector spaces asked for candidates too (comma list of two_tower, triplet); the trainer's
-    # ranker training ranks with the same ones, so their weights are learned.
-    space_sources: tuple[str, ...] = setting("RANKING_SPACE_SOURCES", (), _parse_space_sources)
+    # Vector spaces asked for candidates too (comma list of two_tower, triplet; "" = none); the
+    # trainer's ranker training ranks with the same ones, so their weights are learned. On by
+    # default: in scripts.evaluate_stream the served pipeline with both spaces beats it without
+    # them on MovieLens 100k and the synthetic stream (reports/ranking_quality.md). A space
+    # faiss_app does not serve or has not loaded answers nothing.
+    space_sources: tuple[str, ...] = setting("RANKING_SPACE_SOURCES", RANKING_SPACE_SOURCES,
+                                             _parse_space_sources)
     lists_cache_s: float = setting("RANKING_LISTS_CACHE_S", 1.0, _parse_non_negative_float)
     ranker_learning_rate: float = setting(
         "RANKING_RANKER_LEARNING_RATE", 0.05, _parse_positive_float
