@@ -14,7 +14,8 @@ its own): ``--every S`` re-trains every S seconds on the log and the catalogue a
 then, writes a new snapshot (with the offsets of ``item-vectors.two_tower`` it already holds)
 and, with ``--reload``, has faiss_app swap the ``two_tower`` space (RECSYS_FAISS_URL,
 RECSYS_FAISS_ADMIN_TOKEN). ``--follow`` tails the ``interactions`` topic so the events since
-start join each re-train's log; ``--catalogue`` adds every item of MongoDB's catalogue (where
+start join each re-train's log, and an item an event brings with metadata that the space does
+not hold gets its vector on ``item-vectors.two_tower`` at once; ``--catalogue`` adds every item of MongoDB's catalogue (where
 ``PUT /items`` writes) to the items embedded. Ctrl-C or SIGTERM stops between re-trains.
 docker-compose runs it as the ``two-tower-trainer`` service (``--follow --from-start --every S
 --catalogue --reload --heartbeat-file F``; docs/deploy.md).
@@ -40,7 +41,7 @@ from shared.config import Settings
 from shared.data.split import chronological_split
 from shared.events import InvalidEvent, parse
 from shared.faiss_client import FaissClient
-from shared.kafka import ensure_topics, make_consumer, poll_batches
+from shared.kafka import ensure_topics, make_consumer, make_producer, poll_batches
 from shared.logs import setup_logging
 from shared.model.cli import add_source_arguments, add_training_arguments
 from shared.model.triplet_refresh import StreamLog, run_periodically
@@ -51,7 +52,12 @@ from shared.model.two_tower_cli import (
     train_two_tower,
     two_tower_config,
 )
-from shared.model.two_tower_refresh import TwoTowerRefresh, end_offsets, merged_metadata
+from shared.model.two_tower_refresh import (
+    NewItemVectors,
+    TwoTowerRefresh,
+    end_offsets,
+    merged_metadata,
+)
 from shared.model.two_tower_snapshot import SPACE, save_two_tower, space_dir
 from shared.spaces import space_topic
 from shared.startup import settings_for_parser
@@ -115,9 +121,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def follow(settings: Settings, stream: StreamLog, stop: threading.Event,
-           from_start: bool = False) -> None:
-    """Append the interactions topic's events to ``stream`` until ``stop``."""
+def follow(settings: Settings, stream: StreamLog, publisher: NewItemVectors,
+           stop: threading.Event, from_start: bool = False) -> None:
+    """Append the interactions topic's events to ``stream`` until ``stop``; items they carry
+    with metadata that the space does not hold get their vector at once."""
     consumer = make_consumer(settings.kafka, f"two-tower-refresh-{uuid.uuid4().hex[:8]}",
                              **{"auto.offset.reset": "earliest" if from_start else "latest"})
     consumer.subscribe([settings.kafka.interactions_topic])
@@ -129,7 +136,9 @@ def follow(settings: Settings, stream: StreamLog, stop: threading.Event,
                     events.append(parse(message.value()))
                 except InvalidEvent:
                     continue  # the trainer dead-letters these; nothing to learn here
-            stream.add(events)
+            carried = stream.add(events)
+            if carried:
+                publisher.publish_new(carried)
     finally:
         consumer.close()
 
@@ -170,23 +179,30 @@ def keep_fresh(args: argparse.Namespace, settings: Settings) -> int:
     stream = StreamLog()
     refresh = refresher(args, settings, stream)
     workers: list[threading.Thread] = []
-    if args.follow:
-        ensure_topics(settings.kafka, spaces=[SPACE])
-        workers.append(threading.Thread(target=follow, daemon=True,
-                                        args=(settings, stream, stop, args.from_start)))
-        workers[0].start()
     if args.heartbeat_file is not None:
         # beats while the process (the re-trains run in it) and its follower are alive
         threading.Thread(target=keep_heartbeat, args=(args.heartbeat_file, workers, stop),
                          daemon=True).start()  # fmt: skip
+    publisher: NewItemVectors | None = None
 
     def once() -> None:
+        nonlocal publisher
         done = refresh.run_once()
         print(f"two-tower space {done.version}: {done.items} items, {done.epochs_run} epochs "
               f"in {done.train_seconds:.1f}s{', reloaded' if done.reloaded else ''}", flush=True)
+        if publisher is None:
+            topic = space_topic(settings.kafka.item_vectors_topic, SPACE)
+            publisher = NewItemVectors(make_producer(settings.kafka), topic, done)
+        else:
+            publisher.use(done)
 
     try:
         once()
+        if args.follow and publisher is not None:
+            ensure_topics(settings.kafka, spaces=[SPACE])
+            workers.append(threading.Thread(target=follow, daemon=True, args=(
+                settings, stream, publisher, stop, args.from_start)))
+            workers[0].start()
         run_periodically(once, args.every, stop)
     except KeyboardInterrupt:
         stop.set()

@@ -1,7 +1,8 @@
 """docker-compose's two-tower-trainer, run as written (its shell script, outside Docker) against
 the local stack: it trains the two-tower space from the mounted MovieLens file, follows the
 interactions topic from its oldest event, re-trains on file + topic + MongoDB's catalogue and
-swaps the space, beats its heartbeat, and stops cleanly on SIGTERM."""
+swaps the space, publishes the vector of a new item an event brings at once, beats its
+heartbeat, and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -14,14 +15,24 @@ from pathlib import Path
 
 import yaml
 
+from services.recommender_app.two_tower import update_topic
 from shared.config import Settings
 from shared.events import Interaction
+from shared.item_vectors import decode
 from shared.kafka import ensure_topics, flush_or_raise, make_producer, produce_blocking
 from shared.model.two_tower_snapshot import KNOWN_IDS, SPACE, space_dir
-from shared.snapshots import read_item_vectors, read_json, read_latest, read_manifest, resolve
+from shared.snapshots import (
+    list_versions,
+    read_item_vectors,
+    read_json,
+    read_latest,
+    read_manifest,
+    resolve,
+)
 from shared.storage import mongo
 from tests.polling import wait_for
 from tests.test_model_init import write_movielens
+from tests.test_two_tower_serving import read_topic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,6 +86,17 @@ def test_two_tower_trainer_service_trains_follows_retrains_and_stops(
         wait_for(lambda: folder.is_dir() and read_latest(folder), timeout_s=120,
                  what="the first snapshot")  # fmt: skip
         first = read_manifest(resolve(folder))["version"]
+        # an event that brings a new item's metadata: its vector goes out at once
+        carried = Interaction("4", "evt-film", "view", now_ms,
+                              {"title": "Film Event", "category": "Comedy"})  # fmt: skip
+        produce_blocking(producer, settings.kafka.interactions_topic, carried.user_id,
+                         carried.to_bytes())  # fmt: skip
+        flush_or_raise(producer, 10.0)
+        topic = update_topic(settings.kafka.item_vectors_topic)
+        messages = read_topic(settings, topic, timeout_s=30)
+        assert [m.key() for m in messages] == [b"evt-film"]
+        update = decode(messages[0].key(), messages[0].value())
+        assert update.vector is not None and update.model_version in list_versions(folder)
 
         def retrained_with_the_streamed_items() -> bool:
             latest = resolve(folder)

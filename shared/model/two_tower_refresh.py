@@ -28,6 +28,10 @@ One re-train (:meth:`TwoTowerRefresh.run_once`):
    its ``RELOAD_CHECK_S``.
 
 A failed re-train leaves the served space as it was (:func:`run_periodically` logs it).
+
+Between re-trains, :class:`NewItemVectors` gives an item that arrives on the stream with
+metadata (an event's ``item`` field) and that the space does not hold its candidate vector
+(age 0) on ``item-vectors.two_tower`` at once, as ``PUT /items`` does for catalogue writes.
 """
 
 from __future__ import annotations
@@ -38,18 +42,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from confluent_kafka import TopicPartition
+from confluent_kafka import Producer, TopicPartition
 
 from shared.config import KafkaSettings
-from shared.kafka import make_consumer
+from shared.item_vectors import encode_value
+from shared.kafka import flush_or_raise, make_consumer, produce_blocking
 from shared.model.two_tower import TwoTowerConfig
 from shared.model.two_tower_cli import catalogue_vectors, train_two_tower
-from shared.model.two_tower_snapshot import SPACE, save_two_tower
+from shared.model.two_tower_snapshot import SPACE, TwoTowerEncoder, save_two_tower
 
 log = logging.getLogger(__name__)
 
 METADATA_TIMEOUT_S = 10.0
+PUBLISH_TIMEOUT_S = 10.0
 
 Metadata = dict[str, Mapping[str, Any]]
 
@@ -81,6 +88,8 @@ class Refreshed:
     epochs_run: int
     best_recall: float | None
     reloaded: bool
+    encoder: TwoTowerEncoder
+    item_ids: list[str]
 
 
 class TwoTowerRefresh:
@@ -134,7 +143,40 @@ class TwoTowerRefresh:
         log.info("two-tower space %s: %d items, %d epochs in %.1fs%s", version, len(ids),
                  fit.epochs_run, fit.seconds, ", reloaded" if reloaded else "")
         return Refreshed(version, len(ids), round(fit.seconds, 2), fit.epochs_run,
-                         fit.best_recall, reloaded)
+                         fit.best_recall, reloaded, encoder, ids)
+
+
+class NewItemVectors:
+    """Candidate vectors (age 0) of items that arrive on the stream with metadata and that the
+    served space does not hold yet, published on ``item-vectors.two_tower`` at once (as
+    ``PUT /items`` does for catalogue writes); :meth:`use` switches to a re-trained model."""
+
+    def __init__(self, producer: Producer, topic: str, refreshed: Refreshed) -> None:
+        self._producer = producer
+        self._topic = topic
+        self.use(refreshed)
+        self.published = 0
+
+    def use(self, refreshed: Refreshed) -> None:
+        self._encoder = refreshed.encoder
+        self._version = refreshed.version
+        self._known = set(refreshed.item_ids)
+
+    def publish_new(self, metadata: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Embed and publish the items of ``metadata`` the space does not hold; their ids."""
+        fresh = [i for i, fields in metadata.items() if fields and i not in self._known]
+        if not fresh:
+            return []
+        table = self._encoder.item_table(fresh, metadata)
+        vectors = self._encoder.candidate_vectors(table, np.zeros(len(fresh), dtype=np.int64))
+        for item_id, vector in zip(fresh, vectors, strict=True):
+            produce_blocking(self._producer, self._topic, item_id,
+                             encode_value(vector, self._version))
+        flush_or_raise(self._producer, PUBLISH_TIMEOUT_S)
+        self._known.update(fresh)
+        self.published += len(fresh)
+        log.info("published two-tower vectors of %d new items", len(fresh))
+        return fresh
 
 
 def merged_metadata(*sources: Mapping[str, Mapping[str, Any]]) -> Metadata:
