@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def items_frame() -> pd.DataFrame:
 
 
 FAST = TripletConfig(dim=8, epochs=12, batch_size=256, hard_after_epoch=3, patience=4,
-                     learning_rate=0.05, negatives=4, hard_pool=16)  # fmt: skip
+                     learning_rate=0.05, negatives=4, hard_pool=16, loss="margin")  # fmt: skip
 
 
 def test_pairs_are_next_items_of_the_same_user_within_the_window() -> None:
@@ -108,6 +109,25 @@ def test_neighbours_are_the_co_engaged_group_and_new_items_land_by_features(
     assert {int(h[1:]) // PER_GROUP for h in hits} == {1}
 
 
+def group_precision_at_5(vectors: np.ndarray, catalogue: pd.Index) -> float:
+    """Mean share of each item's 5 nearest (cosine) items that are in its own group."""
+    groups = np.array([int(i[1:]) // PER_GROUP for i in catalogue])
+    scores = vectors @ vectors.T
+    np.fill_diagonal(scores, -np.inf)
+    top = np.argsort(-scores, axis=1)[:, :5]
+    return float((groups[top] == groups[:, None]).mean())
+
+
+@pytest.mark.parametrize("shared", [16, 2048])  # sampled from 40 items / the whole catalogue
+def test_softmax_loss_learns_the_groups_from_ids_alone(shared: int) -> None:
+    log = grouped_log()
+    catalogue = pd.Index(sorted(log["item_id"].unique(), key=lambda i: int(i[1:])))
+    config = dataclasses.replace(FAST, loss="softmax", shared_negatives=shared)
+    model, info, _ = train_triplet_on(log, catalogue, config)  # no features: ids only
+    assert not info["features"] and np.isfinite(info["history"][-1]["loss"])
+    assert group_precision_at_5(model.item_vectors(), catalogue) >= 0.9
+
+
 def test_feature_vocabulary_hashes_tokens_and_knows_its_categories() -> None:
     vocabulary = FeatureVocabulary.fit({"a": {"category": "toys"}, "b": {"category": "books"}})
     category, tokens = vocabulary.encode([{"category": "toys", "title": "Red Ball!"}, None])
@@ -121,3 +141,7 @@ def test_bad_configuration_is_refused() -> None:
         TripletConfig(negatives=8, hard_pool=4)
     with pytest.raises(ValueError):
         TripletConfig(feature_dropout=1.0)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        TripletConfig(loss="hinge")
+    with pytest.raises(ValueError):
+        TripletConfig(loss="softmax", temperature=0.0)
