@@ -9,11 +9,14 @@ A :class:`Catalog` holds
 
 How updates work (the same for exact, IVF and HNSW): FAISS labels are append-only. An upsert
 appends the new vector under a fresh label to both indexes and marks the item's old label
-dead; a delete marks it dead. Searches pass the live bitmap as an ``IDSelectorBitmap``, so dead
-rows are skipped inside FAISS (no over-fetch needed for them). When dead labels pass
-``REBUILD_DEAD_FRACTION`` of all labels, the update thread builds a fresh catalog from the live
-rows (:meth:`Catalog.rebuilt`, re-training IVF cells, re-linking the HNSW graph) off the lock
-while searches keep using this one, and the service swaps it in.
+dead; a delete marks it dead. Dead rows are dropped after the search: it over-fetches by the
+dead fraction (plus a few) and searches again, wider, the rare rows left short. That costs
+less than handing FAISS a per-row ``IDSelector`` (a check on every scanned vector: measured
++10–15% on an IVF scan, reports/bench_faiss_triplet_10m.md). When dead labels pass
+``REBUILD_DEAD_FRACTION`` of all labels, a background thread builds a fresh catalog from the
+live rows (:meth:`Catalog.rebuilt`, re-training IVF cells, re-linking the HNSW graph) while
+searches and updates keep using this one; the updates applied meanwhile are replayed into it
+and the service swaps it in (services/faiss_app/follower.py).
 
 Atomicity: one readers-writer lock per catalog. A whole update batch (both indexes, the id
 maps, the bitmap, the Kafka offsets) is applied under the write lock; searches hold the read
@@ -23,6 +26,7 @@ lock, so no search ever sees half a batch. Reloads build a new catalog and swap 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +48,7 @@ REBUILD_MIN_DEAD = 1024
 # their cell centres than the training rows did (items in a region no cell covers).
 RECLUSTER_RESIDUAL_RATIO = 1.5
 RECLUSTER_MIN_ADDED = 256
+DEAD_MARGIN = 8  # extra results fetched when some labels are dead
 RECALL_QUERIES = 64  # item vectors used as queries to measure an ANN index's recall@10
 RECALL_K = 10
 
@@ -151,7 +156,6 @@ class Catalog:
         self._item_of: list[str] = []
         self._label_of: dict[str, int] = {}
         self._bitmap = np.zeros(max(1, (len(item_ids) + 7) // 8 * 2), dtype=np.uint8)
-        self._selector = faiss.IDSelectorBitmap(len(self._bitmap), faiss.swig_ptr(self._bitmap))
         self._dead = 0
         self._lock = RWLock()
         self.updates = updates or UpdateInfo()
@@ -214,19 +218,39 @@ class Catalog:
         extra: int,
         excluded: list[set[int]],
     ) -> list[Hits]:
-        fetch = max(1, min(k + extra, index.ntotal))
-        selector = self._selector if self._dead else None
-        scores, labels = index.search(queries, fetch, selector)
+        wanted = k + extra
+        total = index.ntotal
+        # Dead labels are spread like the live ones: over-fetch by their share, plus a margin.
+        dead_share = self._dead / max(1, total)
+        margin = DEAD_MARGIN if self._dead else 0
+        fetch = max(1, min(total, math.ceil(wanted / (1.0 - dead_share)) + margin))
+        scores, labels = index.search(queries, fetch)
         item_of = self._item_of
         results: list[Hits] = []
-        for row, (row_scores, row_labels) in enumerate(zip(scores, labels, strict=True)):
+        for row in range(len(queries)):
             skip = excluded[row] if row < len(excluded) else set()
-            found = row_labels.tolist()
-            # One comprehension, then one lookup per kept label: with the ranking stage a search
-            # asks for hundreds of items and this is on every personalized request.
-            kept = [j for j, label in enumerate(found) if label >= 0 and label not in skip][:k]
+            row_scores, row_labels, row_fetch = scores[row], labels[row], fetch
+            while True:
+                live = self._live(row_labels)
+                found = row_labels.tolist()
+                # One comprehension, then one lookup per kept label: with the ranking stage a
+                # search asks for hundreds of items and this is on every personalized request.
+                kept = [j for j, label in enumerate(found) if live[j] and label not in skip][:k]
+                # Short only because dead rows took places (not because the probed cells ran
+                # out, which a label -1 says): search this row again, twice as wide.
+                if len(kept) >= k or row_fetch >= total or found[-1] < 0:
+                    break
+                row_fetch = min(total, 2 * row_fetch)
+                wider = index.search(queries[row : row + 1], row_fetch)
+                row_scores, row_labels = wider[0][0], wider[1][0]
             results.append(([item_of[found[j]] for j in kept], row_scores[kept].tolist()))
         return results
+
+    def _live(self, labels: np.ndarray) -> np.ndarray:
+        """Whether each label (int64 array, -1 = no result) is a live row: bool array."""
+        safe = np.maximum(labels, 0)
+        bits = (self._bitmap[safe >> 3] >> (safe & 7)) & 1
+        return (bits == 1) & (labels >= 0)
 
     # -- writes (write lock) -----------------------------------------------------------------
 
@@ -294,7 +318,6 @@ class Catalog:
             grown = np.zeros(max(needed, 2 * len(self._bitmap)), dtype=np.uint8)
             grown[: len(self._bitmap)] = self._bitmap
             self._bitmap = grown
-            self._selector = faiss.IDSelectorBitmap(len(self._bitmap), faiss.swig_ptr(self._bitmap))
         for offset, item_id in enumerate(item_ids):
             label = first + offset
             self._retire(item_id)  # a duplicate id in one snapshot: the later row wins

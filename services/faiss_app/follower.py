@@ -17,6 +17,11 @@ can end the thread.
 each partition held when the follower was assigned for it, and ``last_turn_at`` is the
 monotonic time of the poll loop's latest turn: together they say whether the catalog is as
 fresh as the topic (the recommender's in-process copy searches only then).
+
+When the catalog needs re-building (too many dead rows, or IVF cells the catalogue has drifted
+away from), a :class:`~services.faiss_app.rebuild.BackgroundRebuild` builds the new one on its
+own thread while this thread keeps applying updates to the live catalog; between two batches
+this thread replays what it applied meanwhile into the new catalog and swaps it in.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, TopicPart
 from confluent_kafka import Consumer as KafkaConsumer
 
 from services.faiss_app.catalog import Catalog
+from services.faiss_app.rebuild import BackgroundRebuild
 from services.faiss_app.service import IndexService
 from shared.config import KafkaSettings
 from shared.item_vectors import ItemVectorUpdate, VectorDecodeError, decode
@@ -48,6 +54,7 @@ BATCH_MAX_WAIT_S = 0.05
 RETRY_S = 1.0  # wait before retrying when there is no snapshot or no topic yet
 METADATA_TIMEOUT_S = 5.0
 MODEL_AGE_EVERY_S = 1.0
+REBUILD_RETRY_S = 60.0  # after a failed rebuild, before trying again
 
 
 class UpdateFollower:
@@ -67,6 +74,9 @@ class UpdateFollower:
         self.following: Catalog | None = None  # the catalog the consumer is positioned for
         self.last_turn_at: float | None = None
         self._catch_up_to: dict[int, int] = {}  # partition → end offset when assigned
+        self.rebuild: BackgroundRebuild | None = None
+        self.rebuilds = 0  # swapped in
+        self._rebuild_failed_at = float("-inf")
         self.topic = service.topic
         suffix = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.group_id = f"faiss-app-{service.name}-{socket.gethostname()}-{suffix}"
@@ -96,6 +106,8 @@ class UpdateFollower:
             "group_id": self.group_id,
             "malformed": self.malformed,
             "caught_up": self.caught_up,
+            "rebuilding": self.rebuild is not None,
+            "rebuilds": self.rebuilds,
         }
 
     # -- the thread ----------------------------------------------------------------------------
@@ -126,9 +138,8 @@ class UpdateFollower:
                     if self._service.catalog is not catalog:
                         break  # swapped while polling: re-position on the new catalog
                     self._apply(catalog, batch)
-                    if catalog.needs_rebuild():
-                        self._compact(catalog)
-                        break
+                    if self.rebuild is None and catalog.needs_rebuild():
+                        self._start_rebuild(catalog)
         except Exception:
             log.exception("%s follower stopped by an unexpected error", self.topic)
             raise
@@ -207,6 +218,9 @@ class UpdateFollower:
             # Not expected (inputs are checked above); never let one batch end the thread.
             log.exception("failed to apply a batch of %d item vectors", len(updates))
             return
+        rebuild = self.rebuild
+        if rebuild is not None and rebuild.source is catalog:
+            rebuild.record(updates, positions, last)
         if applied and self._service.name == DEFAULT_SPACE:  # the gauges describe gmf
             self._metrics.incr("faiss.updates_applied", applied)
             self._metrics.gauge("faiss.index_size", catalog.count)
@@ -217,6 +231,7 @@ class UpdateFollower:
     def _turn(self) -> None:
         """Called from every poll-loop turn."""
         self.last_turn_at = time.monotonic()
+        self._finish_rebuild()
         if not self.caught_up and self.following is not None:
             applied = self.following.updates.offsets
             self.caught_up = all(
@@ -239,18 +254,30 @@ class UpdateFollower:
         if written is not None:
             self._metrics.gauge("faiss.model_age_s", max(0.0, time.time() - written))
 
-    def _compact(self, catalog: Catalog) -> None:
+    def _start_rebuild(self, catalog: Catalog) -> None:
+        if time.monotonic() - self._rebuild_failed_at < REBUILD_RETRY_S:
+            return
         described = catalog.describe()
         log.info(
-            "rebuilding %s %s: %d dead labels, index %s",
+            "rebuilding %s %s in the background: %d dead labels, index %s",
             self._service.name,
             catalog.version,
             described["dead_labels"],
             described["index"],
         )
-        try:
-            fresh = catalog.rebuilt()
-        except Exception:
-            log.exception("rebuild of %s failed; keeping the current index", catalog.version)
+        self.rebuild = BackgroundRebuild(catalog)
+
+    def _finish_rebuild(self) -> None:
+        """Swap in a finished rebuild (on this thread, the catalog's only writer)."""
+        rebuild = self.rebuild
+        if rebuild is None or not rebuild.done:
             return
-        self._service.replace_if_current(catalog, fresh)
+        self.rebuild = None
+        if self._service.catalog is not rebuild.source:
+            return  # a reload replaced the catalog meanwhile: the rebuild is moot
+        fresh = rebuild.finish()
+        if fresh is None:
+            self._rebuild_failed_at = time.monotonic()
+            return
+        if self._service.replace_if_current(rebuild.source, fresh):
+            self.rebuilds += 1  # the swap woke the poll loop: it re-positions on ``fresh``

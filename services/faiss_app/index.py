@@ -2,9 +2,9 @@
 
 The index is append-only: vectors get consecutive labels in the order they are added, and
 nothing is ever removed from the FAISS structure (HNSW cannot remove at all). Deleted or
-replaced rows are hidden at query time by an ``IDSelectorBitmap`` of live labels that the
-caller (:mod:`services.faiss_app.catalog`) owns, and the whole index is rebuilt from the live
-rows once too many are dead. Nothing here knows about item ids or threads.
+replaced rows are filtered out of the answers by the caller (:mod:`services.faiss_app.catalog`),
+which owns the map of live labels, and the whole index is rebuilt from the live rows once too
+many are dead. Nothing here knows about item ids or threads.
 """
 
 from __future__ import annotations
@@ -161,13 +161,21 @@ class VectorIndex:
             0.0, norms - 2 * scores[:, 0] + self._extra["centroid_norms"][cells[:, 0]]
         )
 
-    def search(
-        self, queries: np.ndarray, k: int, selector: faiss.IDSelector | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def nearest_cells(self, vectors: np.ndarray) -> np.ndarray:
+        """The IVF cell whose centre has the highest inner product with each row: int64 (m,)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        return self._extra["quantizer"].search(vectors, 1)[1][:, 0]
+
+    def cells_of(self, labels: np.ndarray) -> np.ndarray:
+        """The IVF cell each stored label sits in: int64 (m,)."""
+        direct_map = self._index.direct_map
+        return np.array([faiss.lo_listno(direct_map.get(int(label))) for label in labels])
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` labels by inner product: (scores (nq, k) f32, labels (nq, k) int64).
 
-        Missing results (fewer than k candidates) have label -1. ``selector`` keeps only the
-        labels it accepts (the live ones).
+        Missing results (fewer than k candidates) have label -1. Dead labels are included:
+        the caller filters them.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         kind = self.params.kind
@@ -178,9 +186,7 @@ class VectorIndex:
         elif kind == HNSW:
             search_params = faiss.SearchParametersHNSW(efSearch=max(self.params.ef_search, k))
         else:
-            search_params = faiss.SearchParameters()
-        if selector is not None:
-            search_params.sel = selector
+            return self._index.search(queries, k)
         return self._index.search(queries, k, params=search_params)
 
     def reconstruct(self, labels: np.ndarray) -> np.ndarray:
