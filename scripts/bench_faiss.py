@@ -11,10 +11,16 @@ The exact index is always measured first at each size and dimension (its answers
 ground truth). Builds run in chunks with a progress bar; one that passes --max-build-seconds
 is abandoned and reported as such (with the rate it reached), never silently dropped.
 
-``--space triplet`` measures the item-to-item space instead of the GMF one: unit-length
-vectors (no bias component) searched by cosine with unit queries near items, as faiss_app
-serves a ``normalized`` space. ``--nprobes`` measures one IVF build at several nprobe values
-(a search-time knob), to find the smallest that keeps recall@10 ≥ 0.95.
+``--space triplet`` measures the item-to-item space instead of the GMF one, through the code
+faiss_app serves it with: a :class:`services.faiss_app.catalog.Catalog` built from unit-length
+vectors with the space's index type (``ivf``: IndexParams.for_size, nlist 4·√n by default),
+queried with ``Catalog.search`` (read lock, FAISS search with one OpenMP thread, dead rows
+filtered, ids mapped) one query at a time. Each row reports that serving call and the bare
+FAISS search beside it (where the time goes), and again after ``--dead-fraction`` of the items
+were deleted (the post-search filter). The exact answers come from ``faiss.knn`` (cached with
+the data in ``--cache-dir``: at 10M they take minutes). ``--nprobes`` measures one build at
+several nprobe values (a search-time knob), to find the smallest that keeps recall@10 ≥ 0.95.
+HTTP is not included (bench_api measures faiss_app's HTTP layer against a bare Falcon app).
 
 Example: python -m scripts.bench_faiss --sizes 1000000 --dims 32,64
          python -m scripts.bench_faiss --space triplet --sizes 10000000 --dims 32 \
@@ -38,7 +44,10 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
+from services.faiss_app.catalog import Catalog
 from services.faiss_app.index import FLAT, IVF, IndexParams, VectorIndex
+from shared.config import FaissSettings
+from shared.item_vectors import ItemVectorUpdate
 
 ADD_CHUNK = 50_000
 
@@ -160,6 +169,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for n in args.sizes:
         for dim in args.dims:
+            if args.space == "triplet":
+                rows.extend(run_triplet_catalog(args, n, dim))
+                continue
             rng = np.random.default_rng(args.seed)
             t0 = time.perf_counter()
             items, queries = space_data(args.space, n, dim, args.clusters, args.queries, rng)
@@ -228,6 +240,123 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return [r for r in rows if r["type"] in args.types]
 
 
+def cached_space_data(
+    args: argparse.Namespace, n: int, dim: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(items, queries, exact top-k labels of the queries) for the triplet space, from
+    ``--cache-dir`` when a run with the same data arguments wrote them there."""
+    key = f"{args.space}-n{n}-d{dim}-c{args.clusters}-q{args.queries}-k{args.k}-s{args.seed}"
+    folder = args.cache_dir / key if args.cache_dir else None
+    if folder is not None and (folder / "truth.npy").exists():
+        tqdm.write(f"data and exact answers from {folder}")
+        return (np.load(folder / "items.npy"), np.load(folder / "queries.npy"),
+                np.load(folder / "truth.npy"))  # fmt: skip
+    rng = np.random.default_rng(args.seed)
+    items, queries = space_data(args.space, n, dim, args.clusters, args.queries, rng)
+    t0 = time.perf_counter()
+    truth = np.empty((len(queries), args.k), dtype=np.int64)
+    for start in tqdm(range(0, len(queries), 100), desc="exact answers", unit="100q"):
+        truth[start : start + 100] = faiss.knn(
+            queries[start : start + 100], items, args.k, faiss.METRIC_INNER_PRODUCT
+        )[1]
+    tqdm.write(f"exact answers for {len(queries)} queries: {time.perf_counter() - t0:.1f}s")
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, array in (("items", items), ("queries", queries), ("truth", truth)):
+            np.save(folder / f"{name}.npy", array)
+    return items, queries, truth
+
+
+def single_query_ms(search: Any, queries: np.ndarray, count: int) -> tuple[float, float, list]:
+    """p50 and p99 (ms) of ``search(one query row)`` over the first ``count`` queries, and the
+    answers."""
+    times, answers = [], []
+    for row in range(min(count, len(queries))):
+        t0 = time.perf_counter()
+        answers.append(search(queries[row : row + 1]))
+        times.append(time.perf_counter() - t0)
+    p50, p99 = percentiles_ms(times)
+    return p50, p99, answers
+
+
+def run_triplet_catalog(args: argparse.Namespace, n: int, dim: int) -> list[dict[str, Any]]:
+    """Build the triplet space as faiss_app does and measure its serving call (module doc)."""
+    items, queries, truth = cached_space_data(args, n, dim)
+    ids = [str(j) for j in range(n)]
+    settings = FaissSettings(ivf_nlist=args.nlist, ivf_nprobe=args.nprobe)
+    caps = args.max_codes or [settings.ivf_max_codes]
+    rows: list[dict[str, Any]] = []
+    for kind in args.types:
+        gc.collect()
+        rss_before = rss_bytes()
+        load_before = os.getloadavg()[0]
+        started = time.perf_counter()
+        catalog = Catalog("bench", ids, items, dim, settings, index_type=kind, normalized=True)
+        build_s = time.perf_counter() - started
+        rss_after = rss_bytes()
+        index = catalog._search
+        index_bytes = faiss.serialize_index(index._index).nbytes if args.exact_bytes else 0
+        tqdm.write(f"{kind} n={n:,}: built in {build_s:.1f}s ({index.describe()})")
+        faiss.omp_set_num_threads(args.search_threads or 1)  # what faiss_app's threads use
+        ivf = index.params.kind == IVF
+        knobs = [(p, c) for p in args.nprobes or [args.nprobe] for c in caps] if ivf else [None]
+        live = np.ones(n, dtype=bool)
+        for dead_fraction in sorted({0.0, args.dead_fraction}):
+            if dead_fraction:
+                rng = np.random.default_rng(args.seed + 1)
+                doomed = rng.choice(n, int(dead_fraction * n), replace=False)
+                catalog.apply([ItemVectorUpdate(ids[j], "bench", None) for j in doomed], {})
+                live[doomed] = False
+            for knob in knobs:
+                if knob is not None:
+                    index.params = dataclasses.replace(
+                        index.params, nprobe=knob[0], max_codes=knob[1]
+                    )
+                c50, c99, answers = single_query_ms(
+                    lambda q, served=catalog.search: served(q, args.k)[0][0],
+                    queries,
+                    args.single_queries,
+                )
+                i50, i99, _ = single_query_ms(
+                    lambda q, bare=index.search: bare(q, args.k), queries, args.single_queries
+                )
+                found = [[int(i) for i in answer] for answer in answers]
+                row = {
+                    "n": n, "dim": dim, "type": index.params.kind, "status": "ok",
+                    "space": args.space, "params": index.describe(),
+                    "nprobe": index.params.nprobe if ivf else None,
+                    "max_codes": index.params.max_codes if ivf else None,
+                    "dead_fraction": dead_fraction,
+                    "build_s": build_s, "catalog_recall_at_10_sampled": catalog.recall_at_10,
+                    "single_p50_ms": c50, "single_p99_ms": c99,
+                    "faiss_p50_ms": i50, "faiss_p99_ms": i99,
+                    "single_queries": len(found),
+                    "recall_at_10": _recall_live(found, truth[: len(found)], live, args.k),
+                    "rss_delta_bytes": rss_after - rss_before,
+                    "rss_bytes_per_vector": (rss_after - rss_before) / n,
+                    "index_bytes_per_vector": index_bytes / n if index_bytes else None,
+                    "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                }  # fmt: skip
+                rows.append(row)
+                tqdm.write(_line(row))
+        faiss.omp_set_num_threads(args.threads)
+        del catalog, index
+        gc.collect()
+    return rows
+
+
+def _recall_live(found: list[list[int]], truth: np.ndarray, live: np.ndarray, k: int) -> float:
+    """recall@k against the exact answers among the live items. The cached exact answers hold
+    k per query; deleted ones leave the truth shorter than k, so each query's recall is over
+    the live part of its exact top k (the IVF answer may rank others in their place)."""
+    hits = []
+    for answer, exact in zip(found, truth, strict=True):
+        kept = [j for j in exact.tolist() if live[j]]
+        if kept:
+            hits.append(len(set(answer[:k]) & set(kept)) / len(kept))
+    return float(np.mean(hits))
+
+
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     k = truth.shape[1]
     hits = [len(set(f.tolist()) & set(t.tolist())) / k for f, t in zip(found, truth, strict=True)]
@@ -247,9 +376,13 @@ COLUMNS = [
     ("dim", "dim", 0),
     ("type", "index", 0),
     ("nprobe", "nprobe", 0),
+    ("max_codes", "max codes", 0),
     ("build_s", "build s", 1),
     ("single_p50_ms", "1q p50 ms", 3),
     ("single_p99_ms", "1q p99 ms", 3),
+    ("faiss_p50_ms", "faiss p50 ms", 3),
+    ("faiss_p99_ms", "faiss p99 ms", 3),
+    ("dead_fraction", "dead", 2),
     ("batch_p50_ms", "batch p50 ms", 2),
     ("batch_p99_ms", "batch p99 ms", 2),
     ("batch_qps", "batch q/s", 0),
@@ -340,6 +473,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated nprobe values measured on one IVF build (default: --nprobe)",
     )
     parser.add_argument(
+        "--max-codes",
+        type=_int_list,
+        default=[],
+        help="triplet space: comma-separated caps on the rows one IVF query scans, each measured "
+        "with every --nprobes value (0: no cap; default: RECSYS_FAISS_IVF_MAX_CODES)",
+    )
+    parser.add_argument(
         "--space",
         choices=("gmf", "triplet"),
         default="gmf",
@@ -372,6 +512,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=7, help="random seed")
     parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="triplet space: keep the generated data and exact answers here for later runs",
+    )
+    parser.add_argument(
+        "--dead-fraction",
+        type=float,
+        default=0.1,
+        help="triplet space: also measure after deleting this share of the items",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=Path("reports/bench_faiss.json"),
@@ -397,7 +549,7 @@ def main(argv: list[str] | None = None) -> None:
         "cpus": os.cpu_count(),
         "faiss": faiss.__version__,
         "threads": args.threads,
-        "search_threads": args.search_threads or args.threads,
+        "search_threads": args.search_threads or (1 if args.space == "triplet" else args.threads),
         "batch": args.batch,
         "k": args.k,
         "queries": args.queries,

@@ -393,6 +393,9 @@ class FaissSettings:
     ann_type: str = setting("FAISS_ANN_TYPE", "hnsw", _choice("ivf", "hnsw"))
     ivf_nlist: int = setting("FAISS_IVF_NLIST", 0, _parse_non_negative_int)  # 0 → 4·√n
     ivf_nprobe: int = setting("FAISS_IVF_NPROBE", 16, _parse_positive_int)
+    # Rows scanned per IVF query at most (0: no cap): bounds the slowest queries, which land in
+    # the densest cells (reports/bench_faiss_triplet_10m.md).
+    ivf_max_codes: int = setting("FAISS_IVF_MAX_CODES", 0, _parse_non_negative_int)
     hnsw_m: int = setting("FAISS_HNSW_M", 32, _parse_positive_int)
     hnsw_ef_search: int = setting("FAISS_HNSW_EF_SEARCH", 128, _parse_positive_int)
     hnsw_ef_construction: int = setting("FAISS_HNSW_EF_CONSTRUCTION", 80, _parse_positive_int)

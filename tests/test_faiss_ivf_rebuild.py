@@ -12,6 +12,7 @@ import falcon.testing
 import numpy as np
 import pytest
 
+import services.faiss_app.index as index_module
 from services.faiss_app.app import Deps, create_app
 from services.faiss_app.catalog import REBUILD_MIN_DEAD, Catalog, normalize_rows
 from services.faiss_app.rebuild import BackgroundRebuild
@@ -39,10 +40,17 @@ def vectors() -> np.ndarray:
     return normalize_rows(clustered(N, DIM, n_clusters=32, seed=5)[0])
 
 
-def test_a_new_item_joins_its_nearest_cell_and_is_found_at_once(vectors: np.ndarray) -> None:
+@pytest.mark.parametrize("cell_lookup", ["IndexFlatIP", "IndexHNSWFlat"])
+def test_a_new_item_joins_its_nearest_cell_and_is_found_at_once(
+    vectors: np.ndarray, cell_lookup: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if cell_lookup == "IndexHNSWFlat":  # what 10M items get (4·√n cells): here at 3000 items
+        monkeypatch.setattr(index_module, "HNSW_QUANTIZER_MIN_NLIST", 16)
     catalog = ivf_catalog(vectors)
     index = catalog._similar
     assert catalog.index_type == "ivf"
+    assert index.describe()["cell_lookup"] == cell_lookup
+    assert catalog.recall_at_10 is not None and catalog.recall_at_10 >= 0.9
     new = normalize_rows(vectors[7:8] + 0.02)
     catalog.apply([ItemVectorUpdate("new", "v2", new[0])], {0: 1})
     label = catalog._label_of["new"]

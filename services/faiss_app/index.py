@@ -9,7 +9,9 @@ many are dead. Nothing here knows about item ids or threads.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,12 +20,27 @@ import numpy as np
 
 from shared.config import FaissSettings
 
+log = logging.getLogger(__name__)
+
 FLAT, IVF, HNSW = "flat", "ivf", "hnsw"
 IVF_TRAIN_POINTS_PER_CELL = 64  # k-means sample: 64 points per cell (faiss warns below 39)
 IVF_KMEANS_ITERATIONS = 10
 # A space that asks for an ANN index still gets the exact one below this size: k-means cells
 # over a few hundred items cost more than scanning them.
 ANN_MIN_ITEMS = 1000
+ADD_CHUNK = 100_000  # rows per add: bounds FAISS' temporary buffers, paces the progress bar
+# Builds this large take minutes on 2 cores: they log their progress (a service's log, not a
+# terminal: lines, not a tqdm bar) about every PROGRESS_EVERY_S.
+PROGRESS_MIN_ITEMS = 1_000_000
+PROGRESS_EVERY_S = 10.0
+# From this many IVF cells on, the cell lookup (for every added row and every query) goes
+# through an HNSW graph over the cell centres instead of scanning them all: at 10M items
+# (4·√n ≈ 12.6k cells) that makes assigning the rows several times cheaper. k-means itself
+# still runs against the exact centres (``clustering_index``).
+HNSW_QUANTIZER_MIN_NLIST = 8192
+QUANTIZER_HNSW_M = 32
+QUANTIZER_EF_CONSTRUCTION = 64
+QUANTIZER_MIN_EF_SEARCH = 64  # and at least 2·nprobe, so the nprobe nearest cells are found
 
 
 @dataclass(frozen=True)
@@ -33,6 +50,7 @@ class IndexParams:
     kind: str = FLAT
     nlist: int = 0  # IVF cells; 0 → 4·√n
     nprobe: int = 16
+    max_codes: int = 0  # IVF: stop probing cells once this many rows were scanned; 0 → no cap
     hnsw_m: int = 32
     ef_search: int = 128
     ef_construction: int = 80
@@ -54,6 +72,7 @@ class IndexParams:
             kind=kind,
             nlist=settings.ivf_nlist,
             nprobe=settings.ivf_nprobe,
+            max_codes=settings.ivf_max_codes,
             hnsw_m=settings.hnsw_m,
             ef_search=settings.hnsw_ef_search,
             ef_construction=settings.hnsw_ef_construction,
@@ -83,8 +102,17 @@ class VectorIndex:
         """Build and fill an index from ``vectors``, float32 of shape (n, dim)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         built = cls.create(params, vectors, seed)
-        built.add(vectors, track_drift=False)
-        built.drift.trained_on = len(vectors)
+        n = len(vectors)
+        started = reported = time.monotonic()
+        for start in range(0, n, ADD_CHUNK):
+            built.add(vectors[start : start + ADD_CHUNK], track_drift=False)
+            now = time.monotonic()
+            if n >= PROGRESS_MIN_ITEMS and now - reported >= PROGRESS_EVERY_S:
+                reported = now
+                done = min(n, start + ADD_CHUNK)
+                log.info("%s index: %d of %d rows added (%.0f rows/s)", built.params.kind,
+                         done, n, done / (now - started))  # fmt: skip
+        built.drift.trained_on = n
         return built
 
     @classmethod
@@ -102,8 +130,17 @@ class VectorIndex:
             index = faiss.IndexFlatIP(dim)
         elif params.kind == IVF:
             nlist = min(params.nlist or default_nlist(n), n)
-            quantizer = faiss.IndexFlatIP(dim)
+            quantizer: faiss.Index
+            if nlist >= HNSW_QUANTIZER_MIN_NLIST:
+                quantizer = faiss.IndexHNSWFlat(dim, QUANTIZER_HNSW_M, faiss.METRIC_INNER_PRODUCT)
+                quantizer.hnsw.efConstruction = QUANTIZER_EF_CONSTRUCTION
+                quantizer.hnsw.efSearch = QUANTIZER_MIN_EF_SEARCH
+            else:
+                quantizer = faiss.IndexFlatIP(dim)
             index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            if nlist >= HNSW_QUANTIZER_MIN_NLIST:
+                extra["clustering_index"] = faiss.IndexFlatIP(dim)  # exact k-means steps
+                index.clustering_index = extra["clustering_index"]
             index.cp.niter = IVF_KMEANS_ITERATIONS
             index.cp.seed = seed
             index.cp.max_points_per_centroid = IVF_TRAIN_POINTS_PER_CELL
@@ -117,7 +154,7 @@ class VectorIndex:
             index.make_direct_map(True)  # reconstruct() for rebuilds and /v1/similar
             index.nprobe = params.nprobe
             extra["quantizer"] = quantizer  # the IVF index does not own it: keep it alive
-            params = IndexParams(IVF, nlist=nlist, nprobe=params.nprobe)
+            params = IndexParams(IVF, nlist=nlist, nprobe=params.nprobe, max_codes=params.max_codes)
         elif params.kind == HNSW:
             index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = params.ef_construction
@@ -180,9 +217,15 @@ class VectorIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         kind = self.params.kind
         if kind == IVF:
+            nprobe = self.params.nprobe
             search_params: faiss.SearchParameters = faiss.SearchParametersIVF(
-                nprobe=self.params.nprobe
+                nprobe=nprobe, max_codes=self.params.max_codes
             )
+            if isinstance(self._extra["quantizer"], faiss.IndexHNSWFlat):
+                # kept in a local: FAISS holds a bare pointer to it during the search
+                ef = max(QUANTIZER_MIN_EF_SEARCH, 2 * nprobe)
+                cells = faiss.SearchParametersHNSW(efSearch=ef)
+                search_params.quantizer_params = cells
         elif kind == HNSW:
             search_params = faiss.SearchParametersHNSW(efSearch=max(self.params.ef_search, k))
         else:
@@ -206,13 +249,14 @@ class VectorIndex:
         """Index type and parameters (and cell drift for IVF), for /v1/stats and reports."""
         fields = {
             FLAT: (),
-            IVF: ("nlist", "nprobe"),
+            IVF: ("nlist", "nprobe", "max_codes"),
             HNSW: ("hnsw_m", "ef_search", "ef_construction"),
         }[self.params.kind]
         values = asdict(self.params)
         described: dict[str, Any] = {"type": self.params.kind, "metric": "inner_product"}
         described.update({name: values[name] for name in fields})
         if self.params.kind == IVF:
+            described["cell_lookup"] = type(self._extra["quantizer"]).__name__
             described["drift"] = self.drift.as_dict()
         return described
 
