@@ -465,7 +465,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=64, help="queries per batched search")
     parser.add_argument("--clusters", type=int, default=1024, help="clusters in the data")
     parser.add_argument("--nlist", type=int, default=0, help="IVF cells (0: 4*sqrt(n))")
-    parser.add_argument("--nprobe", type=int, default=16, help="IVF cells probed per query")
+    parser.add_argument(
+        "--nprobe",
+        type=int,
+        default=FaissSettings().ivf_nprobe,
+        help="IVF cells probed per query (default: RECSYS_FAISS_IVF_NPROBE)",
+    )
     parser.add_argument(
         "--nprobes",
         type=_int_list,
