@@ -134,7 +134,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
         two_tower, deps.producer, settings.kafka.item_vectors_topic,
         settings.catalogue.tombstone_timeout_s))
     spaces = (
-        ServingSpaceSources(settings.ranking.space_sources, deps.faiss, two_tower)
+        ServingSpaceSources(settings.ranking.space_sources, deps.faiss, two_tower, deps.clock)
         if settings.ranking.space_sources else None
     )
     ranking = (

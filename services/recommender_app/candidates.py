@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from services.faiss_app.errors import BadQuery, UnknownItemError
 from services.recommender_app.resilience import Budget, DependencyDown, Guard
+from services.recommender_app.unserved_spaces import UnservedSpaces
 from services.recommender_app.user_state import UserState
 from shared.faiss_client import FaissClient, SpaceNotReady, UnknownItem, UnknownSpace
 from shared.spaces import DEFAULT_SPACE
@@ -25,10 +26,6 @@ if TYPE_CHECKING:  # FAISS is imported only by workers that hold a copy of the i
     from services.recommender_app.local_index import LocalIndex
 
 Hit = tuple[str, float]
-
-# A space faiss_app does not serve (or has not loaded) is skipped for this long before it is
-# asked again: without it every similar request paid one extra faiss_app round trip.
-SPACE_RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -55,12 +52,12 @@ class ModelCandidates:
         self._faiss = faiss
         self._local = local  # this worker's copy of the gmf index, used while it is current
         self._reserve_s = reserve_s  # kept free for the popular fill and the metadata
-        self._clock = clock
         # Spaces asked in turn for similar items; None = faiss_app's default space (gmf).
         self._similar_spaces: tuple[str | None, ...] = (
             (None,) if similar_space == DEFAULT_SPACE else (similar_space, None)
         )
-        self._space_retry_at: dict[str | None, float] = {}  # space → when to ask it again
+        # A space faiss_app does not serve is not asked on every similar request.
+        self._unserved = UnservedSpaces(clock=clock)
 
     def for_user(self, state: UserState, k: int, budget: Budget, degraded: set[str]) -> Candidates:
         """Top ``k`` by inner product with the user's query vector, seen items left out."""
@@ -96,7 +93,7 @@ class ModelCandidates:
 
         def similar(timeout_s: float) -> Candidates:
             for space in self._similar_spaces:
-                if self._space_retry_at.get(space, 0.0) > self._clock():
+                if self._unserved.skipped(space):
                     continue
                 local = self._local_similar(item_id, k) if space is None else None
                 if local is not None:
@@ -107,7 +104,7 @@ class ModelCandidates:
                     continue  # the next space (gmf last) may hold it
                 except (UnknownSpace, SpaceNotReady):
                     if space is not None:  # the default space is always asked
-                        self._space_retry_at[space] = self._clock() + SPACE_RETRY_S
+                        self._unserved.mark(space)
                     continue
                 hits = list(zip(answer["ids"], map(float, answer["scores"]), strict=True))
                 return Candidates(hits, answer.get("model_version"))

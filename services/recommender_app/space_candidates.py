@@ -9,18 +9,21 @@ asks faiss_app through the request's :class:`Guard` and budget (the ``faiss`` br
 
 A space that faiss_app does not serve or has not loaded, a two-tower model not loaded yet, or
 an item the triplet space does not hold is no answer: the other sources are ranked and the
-request is not degraded. A faiss_app outage is a failed source (``degraded: faiss`` when GMF
+request is not degraded; such a space is then not asked again for a second
+(:mod:`~services.recommender_app.unserved_spaces`), so it costs no round trip per request. A faiss_app outage is a failed source (``degraded: faiss`` when GMF
 failed too, as before).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from services.recommender_app.resilience import Budget, Guard
 from services.recommender_app.two_tower import TwoTowerModel
+from services.recommender_app.unserved_spaces import UnservedSpaces
 from shared.faiss_client import FaissClient, SpaceNotReady, UnknownItem, UnknownSpace
 from shared.ranking.candidates import CandidateSource, UserContext
 from shared.ranking.space_sources import (
@@ -37,13 +40,15 @@ SPACE_SOURCES = (TWO_TOWER, TRIPLET)
 class ServingSpaceSources:
     """Builds the request's space sources over faiss_app."""
 
-    def __init__(self, names: Sequence[str], faiss: FaissClient, two_tower: TwoTowerModel) -> None:
+    def __init__(self, names: Sequence[str], faiss: FaissClient, two_tower: TwoTowerModel,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         unknown = sorted(set(names) - set(SPACE_SOURCES))
         if unknown:
             raise ValueError(f"unknown space sources {unknown}; known: {list(SPACE_SOURCES)}")
         self.names = list(names)
         self._faiss = faiss
         self._two_tower = two_tower
+        self._unserved = UnservedSpaces(clock=clock)
 
     def sources(self, guard: Guard, budget: Budget, now_ms: int) -> list[CandidateSource]:
         built: list[CandidateSource] = []
@@ -51,13 +56,13 @@ class ServingSpaceSources:
             if name == TWO_TOWER:
                 built.append(TwoTowerSpaceCandidates(
                     lambda user: self._query(user, now_ms),
-                    lambda query, n: guard.call("faiss", budget,
-                                                lambda t: self._search(query, n, t)),
+                    lambda query, n: [] if self._unserved.skipped(TWO_TOWER) else guard.call(
+                        "faiss", budget, lambda t: self._search(query, n, t)),
                 ))  # fmt: skip
             else:
                 built.append(TripletSpaceCandidates(
-                    lambda item_id, n: guard.call("faiss", budget,
-                                                  lambda t: self._similar(item_id, n, t)),
+                    lambda item_id, n: [] if self._unserved.skipped(TRIPLET) else guard.call(
+                        "faiss", budget, lambda t: self._similar(item_id, n, t)),
                 ))  # fmt: skip
         return built
 
@@ -70,10 +75,14 @@ class ServingSpaceSources:
         try:
             return self._faiss.search(query, n, timeout_s=timeout_s, space=TWO_TOWER)[0]
         except (UnknownSpace, SpaceNotReady):
+            self._unserved.mark(TWO_TOWER)
             return []
 
     def _similar(self, item_id: str, n: int, timeout_s: float) -> list[Hit]:
         try:
             return self._faiss.similar(item_id, n, timeout_s=timeout_s, space=TRIPLET)
-        except (UnknownSpace, SpaceNotReady, UnknownItem):
+        except (UnknownSpace, SpaceNotReady):
+            self._unserved.mark(TRIPLET)
+            return []
+        except UnknownItem:  # the space is served: only this item is missing
             return []
