@@ -68,6 +68,7 @@ def consumer_config(settings: KafkaSettings, group_id: str, **overrides: Any) ->
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": settings.heartbeat_interval_ms,
         "socket.timeout.ms": settings.request_timeout_ms,
+        "fetch.wait.max.ms": settings.fetch_wait_max_ms,
         "logger": LIBRDKAFKA_LOG,
     }
     config.update(overrides)

@@ -113,3 +113,18 @@ def test_dead_letter_keeps_raw_bytes_and_reason(settings: Settings) -> None:
     assert (body["topic"], body["partition"], body["offset"]) == (
         bad.topic(), bad.partition(), bad.offset()
     )
+
+
+def test_consumers_ask_the_broker_not_to_hold_an_empty_fetch_for_long(settings: Settings) -> None:
+    """Regression: with librdkafka's default fetch.wait.max.ms (500) the local Tansu held every
+    fetch that found nothing new for the whole wait, adding 115-500 ms to each event → trainer,
+    item vector → faiss_app and item vector → recommender hop (scripts.bench_trainer: new items
+    searchable p50 859 ms at 10k events/s before, reports/bench_trainer.md after)."""
+    from shared.kafka import consumer_config
+
+    config = consumer_config(settings.kafka, "g")
+    assert config["fetch.wait.max.ms"] == settings.kafka.fetch_wait_max_ms == 50
+    tuned = Settings.from_env({"RECSYS_KAFKA_FETCH_WAIT_MAX_MS": "20"})
+    assert consumer_config(tuned.kafka, "g")["fetch.wait.max.ms"] == 20
+    consumer = make_consumer(settings.kafka, "fetch-wait-check")  # librdkafka accepts it
+    consumer.close()

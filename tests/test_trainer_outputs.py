@@ -128,6 +128,19 @@ def test_pending_item_rows_publish_engaged_items_fast_and_negatives_slowly() -> 
     assert rows.due(everything=True) == [3]
 
 
+def test_pending_item_rows_publish_new_items_with_their_batch() -> None:
+    """Regression: new items waited for the engaged-items interval like any other row."""
+    rows = PendingItemRows(positive_interval_s=1.0, negative_interval_s=5.0)
+    start = rows._positive_at
+    rows.add([1, 2, 30], [1, 2, 30, 7], new_rows=[30])
+    assert rows.due(now=start + 0.01) == [30]  # the new item at once, the others wait
+    assert rows.due(now=start + 0.02) == []
+    rows.add([30], [30])  # engaged again: now an ordinary row
+    assert rows.due(now=start + 0.5) == []
+    assert rows.due(now=start + 1.1) == [1, 2, 30]
+    assert rows.due(now=start + 5.1) == [7]
+
+
 def test_rounds_are_paced_to_the_users_per_second_longest_waiting_first_and_a_flush_is_not() -> None:
     store = _Store()
     writer = UserVectorWriter(store, min_round_interval_s=0.2, users_per_s=10)  # 2 per round
@@ -146,3 +159,22 @@ def test_rounds_are_paced_to_the_users_per_second_longest_waiting_first_and_a_fl
         "first", *(f"u{n}" for n in range(7)), *(f"w{n}" for n in range(60))
     }
     writer.close(1)
+
+
+def test_learner_reports_the_item_rows_a_batch_created() -> None:
+    import dataclasses
+    from pathlib import Path
+
+    from services.incremental_trainer.learner import Learner, ModelState
+    from shared.config import Settings
+    from shared.events import Interaction
+
+    settings = Settings.from_env({})
+    model = dataclasses.replace(settings.model, models_dir=Path("/nonexistent/models"))
+    learner = Learner(ModelState.load_or_create(model), settings.trainer, 3600.0, 0)
+    first = learner.learn([Interaction("u1", "a", "click", 1_000), Interaction("u2", "b", "view", 1_001)])
+    item_map = learner.state.item_map
+    assert first.new_item_rows == set(item_map.rows(["a", "b"], create=False).tolist())
+    second = learner.learn([Interaction("u1", "b", "click", 2_000), Interaction("u3", "c", "view", 2_001)])
+    assert second.new_item_rows == {int(item_map.row("c", create=False))}
+    assert second.new_item_rows < second.positive_rows

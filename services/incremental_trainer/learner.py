@@ -119,6 +119,7 @@ class BatchResult:
     user_events: dict[str, int] = field(default_factory=dict)  # user id → events learned
     item_rows: set[int] = field(default_factory=set)  # rows whose serving vector moved
     positive_rows: set[int] = field(default_factory=set)  # item rows engaged with (a subset)
+    new_item_rows: set[int] = field(default_factory=set)  # rows this batch created (a subset)
     seen: dict[str, list[str]] = field(default_factory=dict)  # user id → items, oldest first
     popularity: dict[str, float] = field(default_factory=dict)  # item id → weight at ts_ms
     ts_ms: int = 0  # newest event time of the batch
@@ -332,6 +333,7 @@ class Learner:
         touched = item_rows if negatives is None else np.concatenate([item_rows, negatives.ravel()])
         result.item_rows.update(np.unique(touched).tolist())
         result.positive_rows.update(np.unique(item_rows).tolist())
+        result.new_item_rows.update(np.unique(item_rows[item_rows >= n_items_start]).tolist())
         result.ts_ms = max(result.ts_ms, int(ts.max()))
 
     def _express_popularity_at(self, result: BatchResult) -> None:

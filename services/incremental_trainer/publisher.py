@@ -134,9 +134,13 @@ class VectorPublisher:
 class PendingItemRows:
     """Item rows whose serving vector moved and is not published yet, coalesced over batches.
 
-    Rows engaged with (positives, new items) are due every ``positive_interval_s``: that is
-    what freshness of a new or rising item means. Rows moved only as sampled negatives take a
-    small step each; they are due every ``negative_interval_s``, so that a batch's
+    Three speeds. Rows the model created in a batch (new items) are due at once: until its
+    first vector is out, an item cannot be served at all. Rows engaged with (positives) are due
+    every ``positive_interval_s``: each event moves an existing item's vector by one small
+    step, and every follower (each faiss_app worker, each recommender worker's copy) applies
+    every message, so publishing them per batch cost about one message per event (107k for a
+    100k-event drain) and left faiss_app's followers seconds behind at 10k events/s. Rows moved
+    only as sampled negatives are due every ``negative_interval_s``, so that a batch's
     ``k × events`` negatives do not cost ``k`` messages per event. Either way a row is published
     once per interval however many batches moved it.
     """
@@ -144,16 +148,23 @@ class PendingItemRows:
     def __init__(self, positive_interval_s: float, negative_interval_s: float) -> None:
         self.positive_interval_s = positive_interval_s
         self.negative_interval_s = negative_interval_s
+        self._new: set[int] = set()
         self._positive: set[int] = set()
         self._negative: set[int] = set()
         self._positive_at = self._negative_at = time.monotonic()
 
-    def add(self, positive_rows: Iterable[int], moved_rows: Iterable[int]) -> None:
+    def add(
+        self,
+        positive_rows: Iterable[int],
+        moved_rows: Iterable[int],
+        new_rows: Iterable[int] = (),
+    ) -> None:
+        self._new.update(new_rows)
         self._positive.update(positive_rows)
         self._negative.update(moved_rows)
 
     def rows(self) -> set[int]:
-        return self._positive | self._negative
+        return self._new | self._positive | self._negative
 
     def __len__(self) -> int:
         return len(self.rows())
@@ -169,6 +180,9 @@ class PendingItemRows:
             rows |= self._positive
             self._positive = set()
             self._positive_at = now
+        rows |= self._new
+        self._new = set()
+        self._positive -= rows
         self._negative -= rows
         return sorted(rows)
 

@@ -603,7 +603,7 @@ class Trainer:
         raises the marks of what they counted in the same transaction.
         """
         state = self.learner.state
-        self.pending_items.add(result.positive_rows, result.item_rows)
+        self.pending_items.add(result.positive_rows, result.item_rows, result.new_item_rows)
         self.publish_items()
         if result.user_events:
             user_ids = list(result.user_events)
