@@ -170,6 +170,16 @@ def test_learns_grows_publishes_and_stops_cleanly(
     try:
         client = falcon.testing.TestClient(app)
         wait_for(lambda: len(top_ids(client, db, "u0", 50)) == N_ITEMS, timeout_s=20)
+
+        def serves_every_published_vector() -> bool:
+            # Engaged items' vectors go out once a second (new items' at once): "before" must
+            # be the learned model's answer, not one from the items' first vectors.
+            applied = client.simulate_get("/v1/stats").json["updates"]["offsets"]
+            return len(trainer.pending_items) == 0 and all(
+                int(applied.get(str(p), 0)) >= o for p, o in trainer.vectors.delivered.items()
+            )
+
+        wait_for(serves_every_published_vector, timeout_s=20)
         targets = [f"i{j}" for j in range(1, N_ITEMS, GROUPS)][:4]  # another taste group
         before = top_ids(client, db, "u0", 8)
         # u0 now buys items of another group: its recommendations move toward them.
