@@ -13,14 +13,7 @@ from services.recommender_app.space_candidates import ServingSpaceSources
 from services.recommender_app.unserved_spaces import UnservedSpaces
 from shared.faiss_client import SpaceNotReady, UnknownItem, UnknownSpace
 from shared.ranking.candidates import UserContext
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.test_access import Clock
 
 
 class CountingFaiss:
@@ -61,7 +54,7 @@ def test_unserved_space_is_asked_once_a_second_then_used_when_served() -> None:
     clock = Clock()
     faiss = CountingFaiss(SpaceNotReady("triplet: no snapshot"))
     sources = ServingSpaceSources(
-        ["two_tower", "triplet"], faiss, NoTwoTower(), clock  # type: ignore[arg-type]
+        ["two_tower", "triplet"], faiss, NoTwoTower(), UnservedSpaces(clock=clock)  # type: ignore[arg-type]
     )
     for _ in range(20):
         assert fetch_all(sources) == {"two_tower": [], "triplet": []}
@@ -80,7 +73,9 @@ def test_unserved_space_is_asked_once_a_second_then_used_when_served() -> None:
 def test_an_unknown_item_does_not_mark_the_space_unserved() -> None:
     clock = Clock()
     faiss = CountingFaiss(UnknownItem("i1"))
-    sources = ServingSpaceSources(["triplet"], faiss, NoTwoTower(), clock)  # type: ignore[arg-type]
+    sources = ServingSpaceSources(
+        ["triplet"], faiss, NoTwoTower(), UnservedSpaces(clock=clock)  # type: ignore[arg-type]
+    )
     for _ in range(3):
         assert fetch_all(sources) == {"triplet": []}
     assert faiss.calls == ["triplet"] * 3
@@ -94,3 +89,15 @@ def test_unserved_spaces_expire() -> None:
     assert spaces.skipped("triplet") and not spaces.skipped("two_tower")
     clock.now += 1.0
     assert not spaces.skipped("triplet")
+
+
+def test_a_space_found_unserved_by_another_caller_is_not_asked() -> None:
+    """One record per worker: the similar-items path and the ranking sources share it."""
+    clock = Clock()
+    unserved = UnservedSpaces(clock=clock)
+    unserved.mark("triplet")  # as the similar-items path does on "not loaded"
+    faiss = CountingFaiss([("i9", 0.9)])
+    sources = ServingSpaceSources(["triplet"], faiss, NoTwoTower(), unserved)  # type: ignore[arg-type]
+    assert fetch_all(sources) == {"triplet": []} and faiss.calls == []
+    clock.now += 1.0
+    assert fetch_all(sources) == {"triplet": [("i9", 0.9)]} and faiss.calls == ["triplet"]

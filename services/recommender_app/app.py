@@ -41,6 +41,7 @@ from services.recommender_app.two_tower import (
     TwoTowerModel,
     faiss_search,
 )
+from services.recommender_app.unserved_spaces import UnservedSpaces
 from shared.config import RecommenderSettings, Settings
 from shared.faiss_client import FaissError
 from shared.fast_json import use_orjson_answers
@@ -133,8 +134,10 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
     catalogue = CatalogueApi(settings, deps, NewItemVectors(
         two_tower, deps.producer, settings.kafka.item_vectors_topic,
         settings.catalogue.tombstone_timeout_s))
+    # One record per worker of the spaces faiss_app does not serve, for every caller.
+    unserved = UnservedSpaces(clock=deps.clock)
     spaces = (
-        ServingSpaceSources(settings.ranking.space_sources, deps.faiss, two_tower, deps.clock)
+        ServingSpaceSources(settings.ranking.space_sources, deps.faiss, two_tower, unserved)
         if settings.ranking.space_sources else None
     )
     ranking = (
@@ -151,6 +154,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> falcon.App:
         deps, rec, guard, catalogue.deleted, catalogue.new_items, ranking=ranking,
         two_tower=TwoTowerCandidates(two_tower, faiss_search(deps.faiss), now_ms=deps.now_ms),
         local_index=deps.local_index,
+        unserved=unserved,
     )
     app.add_route("/recommend", RecommendResource(recommender, rec))
     app.add_route("/events", EventsResource(publisher, rec, deps.metrics, deps.now_ms))

@@ -47,6 +47,7 @@ class ModelCandidates:
         similar_space: str = DEFAULT_SPACE,
         clock: Callable[[], float] = time.monotonic,
         local: LocalIndex | None = None,
+        unserved: UnservedSpaces | None = None,
     ):
         self._guard = guard
         self._faiss = faiss
@@ -57,7 +58,7 @@ class ModelCandidates:
             (None,) if similar_space == DEFAULT_SPACE else (similar_space, None)
         )
         # A space faiss_app does not serve is not asked on every similar request.
-        self._unserved = UnservedSpaces(clock=clock)
+        self._unserved = unserved or UnservedSpaces(clock=clock)
 
     def for_user(self, state: UserState, k: int, budget: Budget, degraded: set[str]) -> Candidates:
         """Top ``k`` by inner product with the user's query vector, seen items left out."""

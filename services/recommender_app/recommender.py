@@ -45,6 +45,7 @@ from services.recommender_app.popular_list import PopularList
 from services.recommender_app.ranking import ServingRanking
 from services.recommender_app.resilience import Budget, DependencyDown, Guard
 from services.recommender_app.two_tower import TwoTowerCandidates
+from services.recommender_app.unserved_spaces import UnservedSpaces
 from services.recommender_app.user_state import UserState, UserStateReader
 from shared.config import RecommenderSettings
 from shared.deleted_items import DeletedItems, drop_deleted
@@ -95,7 +96,8 @@ class Recommender:
     def __init__(self, deps: Deps, settings: RecommenderSettings, guard: Guard,
                  deleted: DeletedItems | None = None, new_items: NewItems | None = None,
                  two_tower: TwoTowerCandidates | None = None,
-                 ranking: ServingRanking | None = None, local_index: LocalIndex | None = None):
+                 ranking: ServingRanking | None = None, local_index: LocalIndex | None = None,
+                 unserved: UnservedSpaces | None = None):
         self._deps = deps
         self._ranking = ranking
         self._deleted = deleted
@@ -109,7 +111,8 @@ class Recommender:
             ranking.co_engagement_read if ranking is not None else (0, 0),
         )  # fmt: skip
         self.candidates = ModelCandidates(
-            guard, deps.faiss, reserve_s, settings.similar_space, deps.clock, local_index
+            guard, deps.faiss, reserve_s, settings.similar_space, deps.clock, local_index,
+            unserved,
         )
         self.catalog = Catalog(
             guard,

@@ -16,8 +16,7 @@ failed too, as before).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -41,14 +40,16 @@ class ServingSpaceSources:
     """Builds the request's space sources over faiss_app."""
 
     def __init__(self, names: Sequence[str], faiss: FaissClient, two_tower: TwoTowerModel,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 unserved: UnservedSpaces | None = None) -> None:
+        """``unserved``: the worker's one record of the spaces faiss_app said it does not
+        serve, shared with the similar-items path so that each space is asked once a second."""
         unknown = sorted(set(names) - set(SPACE_SOURCES))
         if unknown:
             raise ValueError(f"unknown space sources {unknown}; known: {list(SPACE_SOURCES)}")
         self.names = list(names)
         self._faiss = faiss
         self._two_tower = two_tower
-        self._unserved = UnservedSpaces(clock=clock)
+        self._unserved = unserved or UnservedSpaces()
 
     def sources(self, guard: Guard, budget: Budget, now_ms: int) -> list[CandidateSource]:
         built: list[CandidateSource] = []
