@@ -518,9 +518,14 @@ def measure_parts(
     sample_user: tuple[np.ndarray, list[str]],
     k: int,
     n: int,
+    profile_to: Path | None = None,
 ) -> dict[str, float]:
     """Milliseconds of one unloaded request: end to end over HTTP for each path and the
-    baseline, and for personalized the in-process time split into its dependency calls."""
+    baseline, and for personalized the in-process time split into its dependency calls.
+    ``profile_to``: also write cProfile statistics of the in-process personalized requests
+    there (``python -m pstats FILE``)."""
+    import cProfile
+
     from falcon import testing
 
     from services.recommender_app.app import create_app
@@ -548,6 +553,9 @@ def measure_parts(
             client.simulate_get(path.split("?")[0], query_string=path.split("?")[1])
         totals: list[float] = []
         per_dependency: dict[str, list[float]] = {"redis": [], "mongo": [], "faiss": []}
+        profiler = cProfile.Profile() if profile_to is not None else None
+        if profiler is not None:
+            profiler.enable()
         for path in paths["personalized"]:
             metrics.timings.clear()
             began = time.perf_counter()
@@ -561,6 +569,9 @@ def measure_parts(
                         if name == f"api.dependency.{dependency}.ms"
                     )
                 )
+        if profiler is not None and profile_to is not None:
+            profiler.disable()
+            profiler.dump_stats(profile_to)
         if local is not None:
             # The search the app ran inside the request (k as the ranking stage asks).
             query, seen = sample_user
@@ -741,6 +752,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also break one unloaded request down into its parts (always on with --report)")  # fmt: skip
     add("--parts-requests", type=int, default=300,
         help="sequential requests the parts are medians of (default: %(default)s)")  # fmt: skip
+    add("--profile-parts", type=Path, default=None, metavar="FILE",
+        help="with --parts: write cProfile statistics of the in-process personalized requests "
+             "to FILE (read them with python -m pstats FILE)")  # fmt: skip
     add("--python-client", action="store_true",
         help="load with the Python client even when wrk is installed")  # fmt: skip
     add("--local-search", choices=["on", "off"], default="on",
@@ -929,7 +943,7 @@ def bench(
     if args.parts or args.report is not None:
         parts = measure_parts(
             settings, api_url, base_url, makers, env["RECSYS_FAISS_URL"],
-            (queries[0], seen_lists[users[0]]), args.k, args.parts_requests,
+            (queries[0], seen_lists[users[0]]), args.k, args.parts_requests, args.profile_parts,
         )  # fmt: skip
         print(f"parts: {parts}", flush=True)
     stores: dict[str, list[int]] = {

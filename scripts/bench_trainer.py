@@ -295,6 +295,18 @@ def drain(
     }
 
 
+def redis_command_costs(r: Any, top: int = 8) -> list[dict[str, Any]]:
+    """The Redis server's own time by command since the last ``CONFIG RESETSTAT``, costliest
+    first (``INFO commandstats``; a script's inner calls count under their own names too)."""
+    stats = r.info("commandstats")
+    rows = [
+        {"command": name.removeprefix("cmdstat_"), "calls": int(s["calls"]),
+         "usec": int(s["usec"]), "usec_per_call": float(s["usec_per_call"])}
+        for name, s in stats.items()
+    ]  # fmt: skip
+    return sorted(rows, key=lambda row: -row["usec"])[:top]
+
+
 def py_spy(pid: int, seconds: float, out: Path) -> dict[str, Any]:
     """Sample ``pid`` with py-spy; returns the top functions by own time and per stage."""
     raw = out.with_suffix(".txt")
@@ -607,9 +619,9 @@ def report(args: argparse.Namespace, f: dict[str, Any]) -> str:
         "`learn`: the learner; `rank_train`: the online ranker's time-bounded sample; "
         "`ranking_signals`: co-engagement, trending and new items queued on the batch's "
         "pipeline; `redis`: queueing the batch's Redis writes (and waiting when the writer "
-        "thread is two batches behind); `item_vectors`: Kafka item-vectors out. Threads beside "
-        "the loop, overlapping it: `redis_writer` (executing the pipelines), `mongo` (the "
-        "write-behind). The rest of the drain is parsing and batch bookkeeping.",
+        "thread is two batches behind: `redis_wait`); `item_vectors`: Kafka item-vectors out. "
+        "Threads beside the loop, overlapping it: `redis_writer` (executing the pipelines), "
+        "`mongo` (the write-behind). The rest of the drain is parsing and batch bookkeeping.",
         "",
         "| stage | seconds | share of the drain |",
         "|---|---|---|",
@@ -617,6 +629,7 @@ def report(args: argparse.Namespace, f: dict[str, Any]) -> str:
     for stage, seconds in one["stages"].items():
         lines.append(f"| {stage} | {seconds:.2f} | {100 * seconds / one['seconds']:.0f}% |")
     lines += _cpu_table(one.get("cpu_s", {}), f["cpus"], "the same")
+    lines += _redis_lines(one.get("redis_commands", []))
     lines += _profile_lines(one.get("profile", {}), "while it drained")
     lines += [
         "",
@@ -662,6 +675,24 @@ def _cpu_table(cpu_s: dict[str, float], cpus: int, span: str) -> list[str]:
         *[
             f"| {name} | {seconds:.2f} | {seconds / wall:.2f} |"
             for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1])
+        ],
+    ]
+
+
+def _redis_lines(commands: list[dict[str, Any]]) -> list[str]:
+    if not commands:
+        return []
+    return [
+        "",
+        "The Redis server's time by command over the drain (`INFO commandstats`; the calls "
+        "inside the trainer's scripts are counted under their own names and again in the "
+        "script's total):",
+        "",
+        "| command | calls | server seconds | µs per call |",
+        "|---|---|---|---|",
+        *[
+            f"| {c['command']} | {c['calls']} | {c['usec'] / 1e6:.2f} | {c['usec_per_call']:.1f} |"
+            for c in commands
         ],
     ]
 
@@ -764,6 +795,8 @@ def main(argv: list[str] | None = None) -> int:
                 faiss_url = f"http://127.0.0.1:{settings.faiss.port}"
                 faiss.wait_http(f"{faiss_url}/readyz", timeout_s=120)
                 produce_all(settings, events, progress)
+                server_redis = redis_store.connect(settings.redis)
+                server_redis.config_resetstat()  # its command statistics cover the drain only
                 status = tmp_dir / "one.json"
                 trainer = start_trainer(env, status, tmp_dir / "one.log")
                 try:
@@ -779,6 +812,7 @@ def main(argv: list[str] | None = None) -> int:
                         profiler.start()
                     roots = {"trainer": trainer.pid, "faiss_app": faiss.pid, **info.pids}
                     one = drain([status], len(events), [trainer], progress, roots)
+                    one["redis_commands"] = redis_command_costs(server_redis)
                     if not args.no_profile:
                         profiler.join(60)
                     time.sleep(1.5)  # one status period: lag and backlog as of the end

@@ -825,6 +825,8 @@ class Trainer:
                 **{k: round(v, 3) for k, v in self.stage_s.items()},
                 "mongo": round(self.users.busy_s, 3),  # the write-behind thread, overlapping
                 "redis_writer": round(self.redis_writes.busy_s, 3),  # its thread, overlapping
+                # part of "redis": the loop waiting for the writer thread (two batches behind)
+                "redis_wait": round(self.redis_writes.waited_s, 3),
             },
             "users_written": self.users.written,
             "replayed_not_recounted": self.replays.left_out,
