@@ -88,7 +88,9 @@ def test_retrain_swaps_the_space_under_searches_and_re_embeds_items_put_before(
 
     def keep_searching() -> None:
         query = np.ones(8, dtype=np.float32) / np.sqrt(8)
-        while not stop.is_set():
+        # A breath between searches: back to back, this thread took the GIL from the re-train
+        # it watches and the test ran for a minute; a search every few ms still spans the swap.
+        while not stop.wait(0.002):
             answer = _search(faiss, query)
             if answer.status_code != 200:
                 failures.append(answer.text)

@@ -34,6 +34,9 @@ class RequestMetrics:
 
     def __init__(self, metrics: Metrics):
         self._metrics = metrics
+        # Metric names built once per endpoint and status, not per request.
+        self._endpoint_names: dict[str, tuple[str, str]] = {}
+        self._error_names: dict[int, str] = {}
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
@@ -51,11 +54,20 @@ class RequestMetrics:
         ms = (time.perf_counter() - started) * 1000.0
         endpoint = req.context.get("endpoint")
         if endpoint:
-            self._metrics.timing(f"api.{endpoint}.ms", ms)
-            self._metrics.incr(f"api.{endpoint}.requests")
+            names = self._endpoint_names.get(endpoint)
+            if names is None:
+                names = self._endpoint_names[endpoint] = (
+                    f"api.{endpoint}.ms",
+                    f"api.{endpoint}.requests",
+                )
+            self._metrics.timing(names[0], ms)
+            self._metrics.incr(names[1])
         status = resp.status_code
         if status >= 400:
-            self._metrics.incr(f"api.errors.{status}")
+            name = self._error_names.get(status)
+            if name is None:
+                name = self._error_names[status] = f"api.errors.{status}"
+            self._metrics.incr(name)
             if status >= 500:
                 self._metrics.incr("api.server_errors")
         level = logging.WARNING if status >= 500 else logging.DEBUG
