@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import datetime as dt
+import importlib
 import json
 import os
 import platform
@@ -39,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -443,6 +445,43 @@ class RecordingMetrics(Metrics):
         self.timings.append((name, ms))
 
 
+# Stages of a personalized request timed in process (--parts): (name, module, class, method).
+# They follow one another on the request path and do not nest.
+REQUEST_STAGES = (
+    ("user_state", "services.recommender_app.user_state", "UserStateReader", "load"),
+    ("candidates", "services.recommender_app.candidates", "ModelCandidates", "for_user"),
+    ("ranking", "shared.ranking.pipeline", "RankingPipeline", "rank"),
+    ("metadata", "services.recommender_app.catalog", "Catalog", "metadata"),
+)
+
+
+@contextlib.contextmanager
+def stage_timers() -> Iterator[dict[str, float]]:
+    """While open, every call of a :data:`REQUEST_STAGES` method adds its milliseconds to the
+    yielded dict under the stage's name (the caller resets it per request); the methods are
+    put back on exit. Benchmark instrumentation only: the services never run this."""
+    spent: dict[str, float] = {}
+    originals = []
+    for name, module_name, class_name, method in REQUEST_STAGES:
+        cls = getattr(importlib.import_module(module_name), class_name)
+        original = getattr(cls, method)
+        originals.append((cls, method, original))
+
+        def timed(*args: Any, __f: Any = original, __name: str = name, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return __f(*args, **kwargs)
+            finally:
+                spent[__name] = spent.get(__name, 0.0) + (time.perf_counter() - began) * 1000.0
+
+        setattr(cls, method, timed)
+    try:
+        yield spent
+    finally:
+        for cls, method, original in originals:
+            setattr(cls, method, original)
+
+
 def unloaded_ms(base_url: str, paths: Sequence[str], n: int) -> float:
     """p50 of ``n`` requests one after another over one keep-alive connection."""
     pool = urllib3.connectionpool.connection_from_url(base_url, maxsize=1, retries=False)
@@ -586,14 +625,18 @@ def measure_parts(
             client.simulate_get(path.split("?")[0], query_string=path.split("?")[1])
         totals: list[float] = []
         per_dependency: dict[str, list[float]] = {"redis": [], "mongo": [], "faiss": []}
+        per_stage: dict[str, list[float]] = {name: [] for name, *_ in REQUEST_STAGES}
         profiler = cProfile.Profile() if profile_to is not None else None
         if profiler is not None:
             profiler.enable()
         for path in paths["personalized"]:
             metrics.timings.clear()
-            began = time.perf_counter()
-            client.simulate_get(path.split("?")[0], query_string=path.split("?")[1])
-            totals.append((time.perf_counter() - began) * 1000.0)
+            with stage_timers() as stages:
+                began = time.perf_counter()
+                client.simulate_get(path.split("?")[0], query_string=path.split("?")[1])
+                totals.append((time.perf_counter() - began) * 1000.0)
+            for name, spent_ms in per_stage.items():
+                spent_ms.append(stages.get(name, 0.0))
             for dependency, spent in per_dependency.items():
                 spent.append(
                     sum(
@@ -627,6 +670,8 @@ def measure_parts(
         dependency_ms += float(np.median(spent))
     # With the local search on, the app's own time includes that search (its own part above).
     parts["personalized_app_own"] = max(0.0, in_process - dependency_ms)
+    for name, spent_ms in per_stage.items():  # the same requests by stage (medians)
+        parts[f"personalized_stage_{name}"] = float(np.median(spent_ms))
     parts["personalized_http_and_gunicorn"] = max(
         0.0, parts["personalized_unloaded_p50"] - in_process
     )

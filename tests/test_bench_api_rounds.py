@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from scripts.bench_api import combine_rounds, machine_report, share
@@ -43,3 +44,20 @@ def test_machine_report_gives_paths_their_share_and_the_schema_keys() -> None:
     report = machine_report(run)
     assert set(report["baseline"]["c4"]) == {"rps", "p50_ms", "p99_ms", "errors", "degraded"}
     assert report["paths"]["popular"]["c4"]["share"] == 0.5
+
+
+class _Stage:
+    def work(self, seconds: float) -> str:
+        time.sleep(seconds)
+        return "done"
+
+
+def test_stage_timers_time_each_call_and_put_the_methods_back(monkeypatch: Any) -> None:
+    import scripts.bench_api as bench_api
+
+    monkeypatch.setattr(bench_api, "REQUEST_STAGES", (("work", __name__, "_Stage", "work"),))
+    original = _Stage.work
+    with bench_api.stage_timers() as spent:
+        assert _Stage().work(0.02) == "done" and _Stage().work(0.01) == "done"
+    assert 30.0 <= spent["work"] < 1000.0  # both calls, in milliseconds
+    assert _Stage.work is original
