@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     continue
                 rss_after = rss_bytes()
                 index_bytes = faiss.serialize_index(index._index).nbytes if args.exact_bytes else 0
-                probes = args.nprobes if kind == IVF and args.nprobes else [params.nprobe]
+                probes = args.nprobes if kind == IVF and args.nprobes else [index.params.nprobe]
                 faiss.omp_set_num_threads(args.search_threads or args.threads)
                 for nprobe in probes:
                     index.params = dataclasses.replace(index.params, nprobe=nprobe)
@@ -299,7 +299,8 @@ def run_triplet_catalog(args: argparse.Namespace, n: int, dim: int) -> list[dict
         tqdm.write(f"{kind} n={n:,}: built in {build_s:.1f}s ({index.describe()})")
         faiss.omp_set_num_threads(args.search_threads or 1)  # what faiss_app's threads use
         ivf = index.params.kind == IVF
-        knobs = [(p, c) for p in args.nprobes or [args.nprobe] for c in caps] if ivf else [None]
+        nprobes = args.nprobes or [index.params.nprobe]  # the build resolved a default (0)
+        knobs = [(p, c) for p in nprobes for c in caps] if ivf else [None]
         live = np.ones(n, dtype=bool)
         for dead_fraction in sorted({0.0, args.dead_fraction}):
             if dead_fraction:
@@ -469,7 +470,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--nprobe",
         type=int,
         default=FaissSettings().ivf_nprobe,
-        help="IVF cells probed per query (default: RECSYS_FAISS_IVF_NPROBE)",
+        help="IVF cells probed per query; 0 = 1%% of the cells, at least 32 (default: "
+        "RECSYS_FAISS_IVF_NPROBE)",
     )
     parser.add_argument(
         "--nprobes",

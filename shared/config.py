@@ -399,10 +399,11 @@ class FaissSettings:
     exact_max_items: int = setting("FAISS_EXACT_MAX_ITEMS", 200_000, _parse_positive_int)
     ann_type: str = setting("FAISS_ANN_TYPE", "hnsw", _choice("ivf", "hnsw"))
     ivf_nlist: int = setting("FAISS_IVF_NLIST", 0, _parse_non_negative_int)  # 0 → 4·√n
-    # Cells probed per IVF query: 128 of 4·√n cells reaches recall@10 0.96 on 10M triplet-space
-    # vectors (reports/bench_faiss_triplet_10m.md); fewer cells, as in smaller spaces, probe a
-    # larger share and answer better.
-    ivf_nprobe: int = setting("FAISS_IVF_NPROBE", 128, _parse_positive_int)
+    # Cells probed per IVF query; 0 = 1% of the space's cells, at least 32 (index.default_nprobe).
+    # The same share answers alike at every size: triplet-space recall@10 0.967 at 10M (128 of
+    # 12,649 cells, reports/bench_faiss_triplet_10m_d64.md) and 0.969 at 1M (40 of 4,000,
+    # reports/bench_faiss_nprobe_1m.md), where a fixed 128 scanned 3.2% of the rows for 0.996.
+    ivf_nprobe: int = setting("FAISS_IVF_NPROBE", 0, _parse_non_negative_int)
     # Rows scanned per IVF query at most (0: no cap): bounds the slowest queries, which land in
     # the densest cells (reports/bench_faiss_triplet_10m.md).
     ivf_max_codes: int = setting("FAISS_IVF_MAX_CODES", 0, _parse_non_negative_int)

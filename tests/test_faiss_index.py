@@ -7,7 +7,7 @@ import pytest
 
 from services.faiss_app.catalog import REBUILD_MIN_DEAD, Catalog, normalize_rows
 from services.faiss_app.errors import BadQuery, UnknownItemError
-from services.faiss_app.index import IndexParams, VectorIndex
+from services.faiss_app.index import IndexParams, VectorIndex, default_nlist, default_nprobe
 from shared.config import FaissSettings
 from shared.item_vectors import ItemVectorUpdate
 from tests.faiss_helpers import clustered, exact_top_k, recall
@@ -42,6 +42,27 @@ def test_ann_recall_at_10_against_exact(
     index = VectorIndex.build(params, items)
     _, labels = index.search(queries, K)
     assert recall(labels.tolist(), exact_top_k(items, queries, K)) >= 0.95
+
+
+def test_default_nprobe_is_a_share_of_the_cells_with_a_floor() -> None:
+    # 1% of 4·√n cells: about the 128 measured at 10M, 40 at 1M, the floor of 32 below
+    assert default_nprobe(default_nlist(10_000_000)) == 126
+    assert default_nprobe(default_nlist(1_000_000)) == 40
+    assert default_nprobe(default_nlist(100_000)) == 32
+    assert default_nprobe(5) == 5  # never more cells than there are
+
+
+def test_an_ivf_index_built_with_nprobe_0_probes_the_default_share(
+    data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    items, queries = data
+    index = VectorIndex.build(IndexParams("ivf", nlist=2000, nprobe=0), items)
+    assert index.params.nprobe == default_nprobe(2000) == 32
+    assert index.describe()["nprobe"] == 32
+    _, labels = index.search(queries, K)  # searches with it, not with 0 cells
+    assert recall(labels.tolist(), exact_top_k(items, queries, K)) >= 0.9
+    explicit = VectorIndex.build(IndexParams("ivf", nlist=2000, nprobe=7), items)
+    assert explicit.params.nprobe == 7  # a configured value is kept
 
 
 def make_catalog(n: int, ann: str | None, seed: int = 2) -> tuple[Catalog, np.ndarray, list[str]]:

@@ -41,6 +41,9 @@ HNSW_QUANTIZER_MIN_NLIST = 8192
 QUANTIZER_HNSW_M = 32
 QUANTIZER_EF_CONSTRUCTION = 64
 QUANTIZER_MIN_EF_SEARCH = 64  # and at least 2·nprobe, so the nprobe nearest cells are found
+# The default share of an IVF space's cells probed per query, and its floor for small spaces.
+NPROBE_SHARE = 0.01
+MIN_NPROBE = 32  # at 100k triplet vectors (1,265 cells): recall@10 0.950 with 16, 0.976 with 32
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class IndexParams:
 
     kind: str = FLAT
     nlist: int = 0  # IVF cells; 0 → 4·√n
-    nprobe: int = 16
+    nprobe: int = 16  # 0 → default_nprobe(nlist), resolved when the index is built
     max_codes: int = 0  # IVF: stop probing cells once this many rows were scanned; 0 → no cap
     hnsw_m: int = 32
     ef_search: int = 128
@@ -81,6 +84,12 @@ class IndexParams:
 
 def default_nlist(n_items: int) -> int:
     return max(1, int(round(4 * math.sqrt(max(n_items, 1)))))
+
+
+def default_nprobe(nlist: int) -> int:
+    """Cells probed when RECSYS_FAISS_IVF_NPROBE is 0: 1% of ``nlist``, at least
+    :data:`MIN_NPROBE` (and never more than there are)."""
+    return min(nlist, max(MIN_NPROBE, int(round(nlist * NPROBE_SHARE))))
 
 
 class VectorIndex:
@@ -152,9 +161,10 @@ class VectorIndex:
             index.train(sample)
             extra["centroid_norms"] = np.square(quantizer.reconstruct_n(0, nlist)).sum(axis=1)
             index.make_direct_map(True)  # reconstruct() for rebuilds and /v1/similar
-            index.nprobe = params.nprobe
+            nprobe = params.nprobe or default_nprobe(nlist)
+            index.nprobe = nprobe
             extra["quantizer"] = quantizer  # the IVF index does not own it: keep it alive
-            params = IndexParams(IVF, nlist=nlist, nprobe=params.nprobe, max_codes=params.max_codes)
+            params = IndexParams(IVF, nlist=nlist, nprobe=nprobe, max_codes=params.max_codes)
         elif params.kind == HNSW:
             index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = params.ef_construction
