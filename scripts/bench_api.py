@@ -446,7 +446,9 @@ class RecordingMetrics(Metrics):
 
 
 # Stages of a personalized request timed in process (--parts): (name, module, class, method).
-# They follow one another on the request path and do not nest.
+# They follow one another on the request path and do not nest, except with a diversity rule on
+# (RECSYS_RANKING_MAX_PER_CATEGORY, RECSYS_RANKING_MMR_LAMBDA): the candidates' metadata is then
+# looked up inside the ranking stage and counts in both.
 REQUEST_STAGES = (
     ("user_state", "services.recommender_app.user_state", "UserStateReader", "load"),
     ("candidates", "services.recommender_app.candidates", "ModelCandidates", "for_user"),
