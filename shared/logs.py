@@ -92,6 +92,26 @@ def make_formatter(service: str, log_format: str = "json") -> logging.Formatter:
     return TextFormatter(service) if log_format == "text" else JsonFormatter(service)
 
 
+class CurrentStderrHandler(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when a record arrives.
+
+    A handler given ``sys.stderr`` once keeps that stream after it was replaced and closed (a
+    test's captured output, which background threads still logging then hit with "I/O operation
+    on closed file"); logging's own last-resort handler looks it up the same way.
+    """
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass  # always the current sys.stderr
+
+
 def setup_logging(service: str, level: str | LogSettings | None = None) -> None:
     """Configure the root logger for ``service`` (one stderr handler).
 
@@ -103,7 +123,7 @@ def setup_logging(service: str, level: str | LogSettings | None = None) -> None:
     else:
         name = level or os.environ.get("RECSYS_LOG_LEVEL", "INFO")
         log_format = os.environ.get("RECSYS_LOG_FORMAT", "json")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderrHandler()
     handler.setFormatter(make_formatter(service, log_format))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -3,9 +3,11 @@ loggers, gunicorn's and librdkafka's alike."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import logging.config
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -56,6 +58,23 @@ def test_text_format_keeps_one_line_per_record(capsys: pytest.CaptureFixture) ->
     logging.getLogger("x").info("two\nlines")
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert 'msg="two\\nlines"' in line and "service=faiss_app" in line
+
+
+def test_records_go_to_the_stderr_of_their_time_not_one_since_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    setup_logging("faiss_app", LogSettings(format="text"))
+    logging.getLogger("x").warning("one")
+    # A test's captured stderr is replaced and closed while a thread of the app still logs.
+    monkeypatch.setattr(sys, "stderr", second)
+    first.close()
+    failures: list[str] = []
+    monkeypatch.setattr(logging.Handler, "handleError", lambda _h, r: failures.append(r.msg))
+    logging.getLogger("x").warning("two")
+    assert not failures
+    assert "msg=two" in second.getvalue()
 
 
 def test_gunicorn_logs_use_the_same_formatter(capsys: pytest.CaptureFixture) -> None:
