@@ -651,7 +651,9 @@ def measure_parts(
             profiler.disable()
             profiler.dump_stats(profile_to)
         if local is not None:
-            # The search the app ran inside the request (k as the ranking stage asks).
+            # The search the app ran inside the request (k as the ranking stage asks), for one
+            # user: repeated, its cells stay in the CPU's caches (personalized_stage_candidates
+            # is the same search across users).
             query, seen = sample_user
             wanted = settings.ranking.gmf_candidates if settings.ranking.enabled else k
             searches = []
