@@ -13,8 +13,9 @@
    process (``python -m services.incremental_trainer``) drains it with MongoDB (write-behind),
    Redis and item-vector publishing on; events/s from its status file, lag back to 0, the share
    of each stage, and a py-spy profile of the trainer process while it drains.
-4. Freshness at half the target rate: a producer sends --half-rate events/s while probes each
-   introduce a new user and a new item; time from produce to the user's query vector in Redis
+4. Freshness at half the target rate: a producer sends --half-rate events/s (batching up to
+   --load-linger-ms, see ``scripts.bench_broker`` for why it matters on the local broker) while
+   probes each introduce a new user and a new item; time from produce to the user's query vector in Redis
    (what the recommender serves) and in MongoDB, and to the item in faiss_app, p50 and p95.
 5. Two trainers: the same stream on fresh topics, two trainer processes in one group
    (RECSYS_TRAINER_SHARE_ITEMS); total events/s and prequential recall@10 against one trainer.
@@ -108,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=TARGET_TRAINER / 2,
         help="events/s produced during the freshness probes (default: 10000)",
+    )
+    p.add_argument(
+        "--load-linger-ms",
+        type=int,
+        default=100,
+        help="linger of the producer of --half-rate (default: 100; the local broker's fetches "
+        "cost in proportion to the batches a partition holds: scripts.bench_broker)",
     )
     p.add_argument("--probes", type=int, default=40, help="freshness probes (default: 40)")
     p.add_argument("--skip-two", action="store_true", help="skip the two-trainer run")
@@ -378,6 +386,7 @@ def freshness(
     faiss_url: str,
     background: list[Interaction],
     rate: float,
+    linger_ms: int,
     probes: int,
     item_for_user: str,
     progress: bool,
@@ -385,7 +394,8 @@ def freshness(
     cpu_roots: dict[str, int] | None = None,
     profile: Path | None = None,
 ) -> dict[str, Any]:
-    """Produce ``rate`` events/s in the background; per probe, produce → visible (ms).
+    """Produce ``rate`` events/s in the background (batched up to ``linger_ms``); per probe,
+    produce → visible (ms).
 
     Also how fast the trainer learned meanwhile and the lag it had at the end (its status),
     the CPU seconds of ``cpu_roots`` over the probes (``bench`` is this process: the background
@@ -406,7 +416,7 @@ def freshness(
     templates = [(k, t.replace(marker, b"%d")) for k, t in templates]
 
     def stream() -> None:
-        producer = make_producer(settings.kafka, **{"linger.ms": 20})
+        producer = make_producer(settings.kafka, **{"linger.ms": linger_ms})
         produce, topic = producer.produce, settings.kafka.interactions_topic
         started = time.perf_counter()
         n = 0
@@ -513,6 +523,7 @@ def freshness(
         "seconds": elapsed,
         **{k: v for k, v in out.items()},
         "rate_target": rate,
+        "load_linger_ms": linger_ms,
         "rate_produced": sent[0] / elapsed,
         "probes": probes,
         "timeline": timeline,
@@ -601,7 +612,8 @@ def report(args: argparse.Namespace, f: dict[str, Any]) -> str:
         f"({len(fr['mongo_ms'])}/{fr['probes']} probes) | | |",
         f"| background rate during the probes / learned by the trainer meanwhile | "
         f"{fr['rate_produced']:.0f} / {fr['trainer_events_per_s']:.0f} ev/s (target "
-        f"{fr['rate_target']:.0f}, {fr['seconds']:.0f} s) | | |",
+        f"{fr['rate_target']:.0f}, {fr['seconds']:.0f} s, producer linger "
+        f"{fr.get('load_linger_ms', 20)} ms) | | |",
         f"| prequential recall@10, learner alone, first {seq['events']} events: vectorized / "
         f"sequential | {alone['vectorized_prefix']['recall']:.4f} / {seq['recall']:.4f} "
         f"({100 * (alone['vectorized_prefix']['recall'] / seq['recall'] - 1):+.1f}%; "
@@ -840,6 +852,7 @@ def main(argv: list[str] | None = None) -> int:
                         faiss_url,
                         events,
                         args.half_rate,
+                        args.load_linger_ms,
                         args.probes,
                         events[-1].item_id,
                         progress,
