@@ -8,10 +8,10 @@ and does not slow down as a topic grows. This benchmark makes the effect visible
 sustained benchmark on the local stack (``scripts.bench_trainer``'s freshness probes) can be read
 for what it is: for each ``--linger-ms`` a fresh private broker, a producer of ``--rate``
 events/s (keyed as the trainer's interactions, ``--partitions`` partitions) batching up to that
-linger, and a consumer with the services' configuration following the topic; the broker's
-cores busy in each window of ``--window`` seconds.
+linger, and a consumer with the services' configuration following the topic (or nobody:
+``--follow no``); the broker's cores busy in each window of ``--window`` seconds.
 
-    python -m scripts.bench_broker --rate 10000 --linger-ms 5 20 100 --seconds 60
+    python -m scripts.bench_broker --rate 10000 --linger-ms 5 20 100 --follow both --seconds 45
 
 Writes ``reports/bench_broker.md`` and ``.json`` (``--out``).
 """
@@ -19,6 +19,7 @@ Writes ``reports/bench_broker.md`` and ``.json`` (``--out``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -46,7 +47,7 @@ class Window:
     end_s: float  # seconds since the producer started
     broker_cores: float  # the broker's CPU seconds over the window's wall seconds
     produced: int  # events produced so far
-    consumed: int  # events the follower had received by the window's end
+    consumed: int  # events the follower had received by the window's end (0 without one)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Run:
     linger_ms: int
     rate: int
     partitions: int
+    followed: bool
     windows: list[Window] = field(default_factory=list)
 
 
@@ -65,15 +67,17 @@ def measure(
     seconds: float,
     window_s: float,
     partitions: int,
+    followed: bool = True,
 ) -> Run:
-    """Produce ``rate`` events/s for ``seconds`` to a new topic that one consumer follows;
-    the broker's cores busy per window. Each event's key is one of 20,000 users."""
+    """Produce ``rate`` events/s for ``seconds`` to a new topic that one consumer follows (none
+    unless ``followed``); the broker's cores busy per window. Each event's key is one of 20,000
+    users."""
     settings = KafkaSettings(bootstrap_servers=bootstrap)
     topic = f"{TOPIC}-{linger_ms}-{time.monotonic_ns()}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(topic, num_partitions=partitions)]).values():
         future.result(timeout=10)
-    run = Run(linger_ms, rate, partitions)
+    run = Run(linger_ms, rate, partitions, followed)
     consumed = [0]
     stop = threading.Event()
     follower = threading.Thread(
@@ -82,7 +86,8 @@ def measure(
         name="follower",
         daemon=True,
     )
-    follower.start()
+    if followed:
+        follower.start()
     producer = make_producer(settings, **{"linger.ms": linger_ms})
     roots = {"broker": broker_pid}
     started = time.perf_counter()
@@ -113,7 +118,8 @@ def measure(
         producer.flush(10)
     finally:
         stop.set()
-        follower.join(10)
+        if followed:
+            follower.join(10)
     return run
 
 
@@ -149,18 +155,19 @@ def markdown(runs: list[Run], command: str) -> str:
         f"Command: `{command}`",
         "",
         "Tansu (memory engine), one fresh private broker per linger; one producer at the rate "
-        "below (`shared.kafka` producer settings, the linger given) and one consumer following "
-        "the topic with the services' consumer settings. Cores busy: the broker's CPU seconds "
+        "below (`shared.kafka` producer settings, the linger given) and, where followed, one "
+        "consumer following the topic with the services' consumer settings. Cores busy: the broker's CPU seconds "
         "over each window's wall seconds (2 shared cores).",
         "",
-        "| linger ms | events/s | partitions | window ends at s | broker cores | "
+        "| linger ms | events/s | partitions | followed | window ends at s | broker cores | "
         "events produced | events consumed |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for run in runs:
         for w in run.windows:
             lines.append(
-                f"| {run.linger_ms} | {run.rate} | {run.partitions} | {w.end_s} | "
+                f"| {run.linger_ms} | {run.rate} | {run.partitions} | {'yes' if run.followed else 'no'} "
+                f"| {w.end_s} | "
                 f"{w.broker_cores} | {w.produced} | {w.consumed} |"
             )
     return "\n".join(lines) + "\n"
@@ -179,13 +186,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0, help="seconds per linger (60)")
     p.add_argument("--window", type=float, default=15.0, help="seconds per CPU window (15)")
     p.add_argument("--partitions", type=int, default=4, help="topic partitions (4)")
+    p.add_argument(
+        "--follow",
+        choices=("yes", "no", "both"),
+        default="yes",
+        help="whether a consumer follows the topic; no: the cost of producing alone (yes)",
+    )
     p.add_argument("--out", type=Path, default=Path("reports"), help="report folder (reports)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench_broker-") as work:
-        for linger_ms in args.linger_ms:
-            broker = PrivateKafka(Path(work) / f"kafka-{linger_ms}")
+        follows = {"yes": [True], "no": [False], "both": [True, False]}[args.follow]
+        for linger_ms, followed in itertools.product(args.linger_ms, follows):
+            broker = PrivateKafka(Path(work) / f"kafka-{linger_ms}-{followed}")
             broker.start()
             try:
                 assert broker.proc is not None
@@ -198,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.seconds,
                         args.window,
                         args.partitions,
+                        followed,
                     )
                 )
             finally:
