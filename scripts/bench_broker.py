@@ -31,6 +31,7 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from tqdm import tqdm
 
 from scripts import process_cpu
 from scripts.private_kafka import PrivateKafka
@@ -154,10 +155,10 @@ def markdown(runs: list[Run], command: str) -> str:
         "",
         f"Command: `{command}`",
         "",
-        "Tansu (memory engine), one fresh private broker per linger; one producer at the rate "
+        "Tansu (memory engine), one fresh private broker per run; one producer at the rate "
         "below (`shared.kafka` producer settings, the linger given) and, where followed, one "
-        "consumer following the topic with the services' consumer settings. Cores busy: the broker's CPU seconds "
-        "over each window's wall seconds (2 shared cores).",
+        "consumer following the topic with the services' consumer settings. Cores busy: the "
+        "broker's CPU seconds over each window's wall seconds (2 shared cores).",
         "",
         "| linger ms | events/s | partitions | followed | window ends at s | broker cores | "
         "events produced | events consumed |",
@@ -165,9 +166,9 @@ def markdown(runs: list[Run], command: str) -> str:
     ]
     for run in runs:
         for w in run.windows:
+            followed = "yes" if run.followed else "no"
             lines.append(
-                f"| {run.linger_ms} | {run.rate} | {run.partitions} | {'yes' if run.followed else 'no'} "
-                f"| {w.end_s} | "
+                f"| {run.linger_ms} | {run.rate} | {run.partitions} | {followed} | {w.end_s} | "
                 f"{w.broker_cores} | {w.produced} | {w.consumed} |"
             )
     return "\n".join(lines) + "\n"
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[5, 20, 100],
         help="producer linger values, a fresh broker each (5 20 100)",
     )
-    p.add_argument("--seconds", type=float, default=60.0, help="seconds per linger (60)")
+    p.add_argument("--seconds", type=float, default=60.0, help="seconds per run (60)")
     p.add_argument("--window", type=float, default=15.0, help="seconds per CPU window (15)")
     p.add_argument("--partitions", type=int, default=4, help="topic partitions (4)")
     p.add_argument(
@@ -198,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench_broker-") as work:
         follows = {"yes": [True], "no": [False], "both": [True, False]}[args.follow]
-        for linger_ms, followed in itertools.product(args.linger_ms, follows):
+        plan = list(itertools.product(args.linger_ms, follows))
+        for linger_ms, followed in tqdm(plan, desc="broker runs", unit="run"):
             broker = PrivateKafka(Path(work) / f"kafka-{linger_ms}-{followed}")
             broker.start()
             try:
