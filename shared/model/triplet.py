@@ -90,10 +90,6 @@ class TripletConfig:
     batch_size: int = 1024
     learning_rate: float = 0.003
     patience: int = 3
-    # After early stopping picked the epoch count on each user's held-out last event, train
-    # again on every pair for that many epochs: the held-out events are each user's newest,
-    # the transitions nearest to what is served next.
-    refit: bool = True
     eval_k: int = 10
     seed: int = 7
     num_threads: int | None = None

@@ -3,7 +3,7 @@ training script, so what is measured offline is what is served)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -37,11 +37,16 @@ def train_triplet_on(
     items: pd.DataFrame | None = None,
     stop: Any = None,
 ) -> tuple[TripletModel, dict[str, Any], FeatureVocabulary | None]:
-    """Fit the triplet model on the prefix with each user's last event held out for early
-    stopping, then (``config.refit``) again on the whole prefix for the epochs that scored
-    best; item metadata (``item_id, title, category``) feeds its features if given."""
+    """Fit the triplet model on the prefix (each user's last event held out for early
+    stopping); item metadata (``item_id, title, category``) feeds its features if given."""
     fitting, held = holdout_last_event(prefix)
-    anchors, positives = _pairs(fitting, catalogue, config)
+    anchors, positives = next_item_pairs(
+        fitting["user_id"].astype("category").cat.codes.to_numpy(np.int64),
+        item_codes(fitting, catalogue), fitting["ts"].to_numpy(np.int64), config.window_items,
+        config.window_s,
+    )  # fmt: skip
+    known = (anchors >= 0) & (positives >= 0)
+    anchors, positives = anchors[known], positives[known]
     validation = (item_codes(held, catalogue, "previous_item"), item_codes(held, catalogue))
     valid = (validation[0] >= 0) & (validation[1] >= 0) & (validation[0] != validation[1])
     popularity = np.bincount(item_codes(prefix, catalogue), minlength=len(catalogue))
@@ -58,23 +63,4 @@ def train_triplet_on(
     info = {**result.as_dict(), "config": asdict(config), "features": features is not None}
     info.pop("history", None)
     info["history"] = result.history
-    if config.refit and result.best_epoch and not (stop is not None and stop.is_set()):
-        anchors, positives = _pairs(prefix, catalogue, config)
-        model, refit = fit_triplet(len(catalogue), anchors, positives, popularity,
-                                   replace(config, epochs=result.best_epoch), features=features,
-                                   stop=stop)  # fmt: skip
-        info["refit"] = {"epochs": refit.epochs_run, "n_pairs": refit.n_pairs,
-                         "seconds": round(refit.seconds, 2)}  # fmt: skip
     return model, info, vocabulary
-
-
-def _pairs(frame: pd.DataFrame, catalogue: pd.Index, config: TripletConfig
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """(anchor, positive) codes of ``frame``'s next-item pairs with both items in the catalogue."""
-    anchors, positives = next_item_pairs(
-        frame["user_id"].astype("category").cat.codes.to_numpy(np.int64),
-        item_codes(frame, catalogue), frame["ts"].to_numpy(np.int64), config.window_items,
-        config.window_s,
-    )  # fmt: skip
-    known = (anchors >= 0) & (positives >= 0)
-    return anchors[known], positives[known]
