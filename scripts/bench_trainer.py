@@ -15,8 +15,9 @@
    of each stage, and a py-spy profile of the trainer process while it drains.
 4. Freshness at half the target rate: a producer sends --half-rate events/s (batching up to
    --load-linger-ms, see ``scripts.bench_broker`` for why it matters on the local broker) while
-   probes each introduce a new user and a new item; time from produce to the user's query vector in Redis
-   (what the recommender serves) and in MongoDB, and to the item in faiss_app, p50 and p95.
+   probes each introduce a new user and a new item; time from produce to the user's query
+   vector in Redis (what the recommender serves) and in MongoDB, and to the item in faiss_app,
+   p50 and p95.
 5. Two trainers: the same stream on fresh topics, two trainer processes in one group
    (RECSYS_TRAINER_SHARE_ITEMS); total events/s and prequential recall@10 against one trainer.
 
