@@ -614,7 +614,7 @@ def report(args: argparse.Namespace, f: dict[str, Any]) -> str:
         f"| background rate during the probes / learned by the trainer meanwhile | "
         f"{fr['rate_produced']:.0f} / {fr['trainer_events_per_s']:.0f} ev/s (target "
         f"{fr['rate_target']:.0f}, {fr['seconds']:.0f} s, producer linger "
-        f"{fr.get('load_linger_ms', 20)} ms) | | |",
+        f"{fr['load_linger_ms']} ms) | | |",
         f"| prequential recall@10, learner alone, first {seq['events']} events: vectorized / "
         f"sequential | {alone['vectorized_prefix']['recall']:.4f} / {seq['recall']:.4f} "
         f"({100 * (alone['vectorized_prefix']['recall'] / seq['recall'] - 1):+.1f}%; "
